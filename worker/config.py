@@ -1,0 +1,434 @@
+"""TOML configuration -> frozen dataclasses, validated once, secrets resolved here.
+
+Every problem is collected (not just the first) and reported as ``file: key: message`` so that
+``callwatch check-config`` can list them all. No other module reads the environment: the
+caller passes ``environ`` in, which also keeps tests hermetic.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from worker.secrets import Secret
+
+DEFAULT_CONFIG_PATH = Path("/etc/callwatch/callwatch.toml")
+PROVIDER_NAMES = ("ultravox", "envoy", "apifycloud")
+DEFAULT_BASE_URLS = {
+    "ultravox": "https://api.ultravox.ai",
+    "envoy": "https://tryenvoy.ai",
+    "apifycloud": "https://video.apifycloud.io",
+}
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+# Well under Ultravox's documented ~200 requests/s per key; the others document no limit.
+DEFAULT_RATE_LIMIT = 50.0
+DEFAULT_CONCURRENCY = 32
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``problems`` holds one readable line per mistake."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrackingConfig:
+    """Poll cadence and give-up rules (seconds); see CONTRACT.md ``[tracking]``."""
+
+    poll_interval: float = 10.0
+    pending_poll_interval: float = 30.0
+    recording_poll_interval: float = 5.0
+    recording_grace: float = 900.0
+    not_found_grace: float = 300.0
+    max_tracking_age: float = 86400.0
+
+
+TRACKING_KEYS = tuple(TrackingConfig.__dataclass_fields__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProviderConfig:
+    """One configured provider: where it is, how to authenticate, how hard to poll it."""
+
+    name: str
+    base_url: str
+    tracking: TrackingConfig
+    api_key: Secret | None = None
+    organization_id: str | None = None
+    app_id: str | None = None
+    widget_key: Secret | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    rate_limit: float = DEFAULT_RATE_LIMIT
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebhookConfig:
+    """One ``[[webhooks]]`` endpoint. ``secrets`` has several entries during a rotation."""
+
+    url: str
+    secrets: tuple[Secret, ...]
+    events: frozenset[str] | None = None
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    timeout: float = 15.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerConfig:
+    """``[worker]``: where state lives."""
+
+    database: Path
+    archive_dir: Path | None = None
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Config:
+    """The whole validated configuration."""
+
+    source: Path
+    worker: WorkerConfig
+    tracking: TrackingConfig
+    providers: Mapping[str, ProviderConfig]
+    webhooks: tuple[WebhookConfig, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+EVENT_TYPE_NAMES = frozenset(
+    {
+        "call.started",
+        "call.ended",
+        "recording.available",
+        "recording.failed",
+        "recording.archived",
+        "recording.archive_failed",
+        "call.completed",
+        "call.tracking_failed",
+    }
+)
+
+
+# --------------------------------------------------------------------------- reading helpers
+
+
+class _Section:
+    """Typed access to one TOML table that records problems instead of raising."""
+
+    def __init__(self, reader: _Reader, table: Mapping[str, Any], prefix: str) -> None:
+        self._reader = reader
+        self._table = table
+        self._prefix = prefix
+        self._seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self._prefix}.{name}" if self._prefix else name
+
+    def problem(self, name: str, message: str) -> None:
+        self._reader.problem(self.key(name), message)
+
+    def has(self, name: str) -> bool:
+        self._seen.add(name)
+        return name in self._table
+
+    def get(self, name: str, kind: type[T], default: T, check: Callable[[T], str | None] | None
+            = None) -> T:
+        self._seen.add(name)
+        if name not in self._table:
+            return default
+        value = self._table[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            self.problem(name, f"must be {_kind_name(kind)}, got {_show(value)}")
+            return default
+        if check is not None and (message := check(value)) is not None:
+            self.problem(name, message)
+            return default
+        return value
+
+    def optional_str(self, name: str) -> str | None:
+        value = self.get(name, str, "")
+        return value or None
+
+    def duration(self, name: str, default: float) -> float:
+        return self.get(name, float, default, _positive_finite)
+
+    def table(self, name: str) -> Mapping[str, Any]:
+        return self.get(name, dict, {})
+
+    def unknown(self, allowed_extra: tuple[str, ...] = ()) -> None:
+        for name in self._table:
+            if name not in self._seen and name not in allowed_extra:
+                self.problem(name, "unknown key")
+
+
+class _Reader:
+    def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
+        self.path = path
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.path}: {key}: {message}")
+
+    def secret(self, section: _Section, base: str, *, required: bool) -> str | None:
+        """Resolve ``{base}_env`` / ``{base}_file``; return the raw value or None."""
+        env_name = section.optional_str(f"{base}_env")
+        file_name = section.optional_str(f"{base}_file")
+        if env_name and file_name:
+            section.problem(f"{base}_env", f"give either {base}_env or {base}_file, not both")
+            return None
+        if env_name:
+            value = self.environ.get(env_name)
+            if not value:
+                section.problem(f"{base}_env", f"environment variable {env_name} is not set")
+                return None
+            return value.strip()
+        if file_name:
+            return self._read_secret_file(section, f"{base}_file", file_name)
+        if required:
+            section.problem(f"{base}_env", f"missing: set {base}_env or {base}_file")
+        return None
+
+    def _read_secret_file(self, section: _Section, key: str, name: str) -> str | None:
+        candidates = []
+        if not Path(name).is_absolute() and (cred := self.environ.get("CREDENTIALS_DIRECTORY")):
+            candidates.append(Path(cred) / name)
+        candidates.append(self.path.parent / name)
+        for candidate in candidates:
+            try:
+                value = candidate.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                section.problem(key, f"cannot read {candidate}: {exc.strerror}")
+                return None
+            if not value:
+                section.problem(key, f"{candidate} is empty")
+                return None
+            return value
+        where = " or ".join(str(c) for c in candidates)
+        section.problem(key, f"file not found: {where}")
+        return None
+
+
+def _kind_name(kind: type[Any]) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            dict: "a table", list: "a list"}.get(kind, kind.__name__)
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _positive_finite(value: float) -> str | None:
+    if not math.isfinite(value) or value <= 0:
+        return "must be a positive number of seconds"
+    return None
+
+
+def _http_url(value: str, *, origin_only: bool = False) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an http(s) URL, got {_show(value)}"
+    if origin_only and parts.path not in ("", "/"):
+        return "must be an origin only (scheme://host[:port]); the adapter appends the paths"
+    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+        return "must not contain spaces or control characters"
+    return None
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _tracking(section: _Section, base: TrackingConfig) -> TrackingConfig:
+    values = {name: section.duration(name, getattr(base, name)) for name in TRACKING_KEYS}
+    return TrackingConfig(**values)
+
+
+def _provider(reader: _Reader, name: str, table: Mapping[str, Any],
+              tracking: TrackingConfig) -> ProviderConfig:
+    section = _Section(reader, table, f"providers.{name}")
+    base_url = section.get("base_url", str, DEFAULT_BASE_URLS[name],
+                           lambda v: _http_url(v, origin_only=True)).rstrip("/")
+    api_key = reader.secret(section, "api_key", required=name in ("ultravox", "envoy"))
+    organization_id = app_id = None
+    widget_key = None
+    if name == "envoy":
+        organization_id = section.optional_str("organization_id")
+    if name == "apifycloud":
+        app_id = section.optional_str("app_id")
+        widget_key = reader.secret(section, "widget_key", required=False)
+    concurrency = section.get("concurrency", int, DEFAULT_CONCURRENCY,
+                              lambda v: None if 1 <= v <= 10_000 else "must be 1 to 10000")
+    rate_limit = section.get("rate_limit", float, DEFAULT_RATE_LIMIT, _positive_finite)
+    provider_tracking = _tracking(section, tracking)
+    section.unknown()
+    return ProviderConfig(
+        name=name,
+        base_url=base_url,
+        tracking=provider_tracking,
+        api_key=Secret(api_key) if api_key else None,
+        organization_id=organization_id,
+        app_id=app_id,
+        widget_key=Secret(widget_key) if widget_key else None,
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+    )
+
+
+def split_webhook_secrets(raw: str) -> tuple[list[str], list[str]]:
+    """Split a secret value into its ``whsec_`` secrets; return (secrets, problems)."""
+    import base64
+    import binascii
+
+    secrets, problems = [], []
+    for part in raw.split():
+        body = part.removeprefix("whsec_")
+        try:
+            decoded = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            problems.append("is not a whsec_ secret: the part after whsec_ must be base64")
+            continue
+        if len(decoded) < 16:
+            problems.append("is too short: a webhook secret needs at least 16 bytes")
+            continue
+        secrets.append(part)
+    if not secrets and not problems:
+        problems.append("is empty")
+    return secrets, problems
+
+
+def _webhook(reader: _Reader, index: int, table: Mapping[str, Any]) -> WebhookConfig | None:
+    section = _Section(reader, table, f"webhooks[{index}]")
+    if not section.has("url"):
+        section.problem("url", "missing")
+    url = section.get("url", str, "", _http_url)
+    raw_secret = reader.secret(section, "secret", required=True)
+    secrets: list[str] = []
+    if raw_secret is not None:
+        secrets, problems = split_webhook_secrets(raw_secret)
+        for problem in problems:
+            section.problem("secret_env" if section.has("secret_env") else "secret_file",
+                            f"the secret {problem}")
+    events_list = section.get("events", list, [])
+    events: frozenset[str] | None = None
+    if section.has("events"):
+        bad = [e for e in events_list if e not in EVENT_TYPE_NAMES]
+        if bad:
+            section.problem("events", f"unknown event type(s): {', '.join(map(str, bad))}")
+        events = frozenset(e for e in events_list if e in EVENT_TYPE_NAMES)
+    schedule_list = section.get("retry_schedule", list, list(DEFAULT_RETRY_SCHEDULE))
+    schedule: list[float] = []
+    for item in schedule_list:
+        if isinstance(item, bool) or not isinstance(item, int | float) or item < 0:
+            section.problem("retry_schedule", "must be a list of non-negative seconds")
+            schedule = list(DEFAULT_RETRY_SCHEDULE)
+            break
+        schedule.append(float(item))
+    timeout = section.duration("timeout", 15.0)
+    section.unknown()
+    if not url or not secrets:
+        return None
+    return WebhookConfig(url=url, secrets=tuple(Secret(s) for s in secrets), events=events,
+                         retry_schedule=tuple(schedule), timeout=timeout)
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def parse(data: Mapping[str, Any], path: Path,
+          environ: Mapping[str, str] | None = None) -> Config:
+    """Validate parsed TOML; raise ConfigError listing every problem."""
+    reader = _Reader(path, os.environ if environ is None else environ)
+    root = _Section(reader, data, "")
+    worker_section = _Section(reader, root.table("worker"), "worker")
+    database = worker_section.get("database", str, "callwatch.db")
+    archive = worker_section.optional_str("archive_dir")
+    log_level = worker_section.get(
+        "log_level", str, "info",
+        lambda v: None if v in ("debug", "info", "warning", "error")
+        else "must be one of debug, info, warning, error")
+    worker_section.unknown()
+    base = path.parent
+    worker = WorkerConfig(database=_resolve(base, database),
+                          archive_dir=_resolve(base, archive) if archive else None,
+                          log_level=log_level)
+
+    tracking_section = _Section(reader, root.table("tracking"), "tracking")
+    tracking = _tracking(tracking_section, TrackingConfig())
+    tracking_section.unknown()
+
+    providers: dict[str, ProviderConfig] = {}
+    providers_table = root.table("providers")
+    for name, table in providers_table.items():
+        if name not in PROVIDER_NAMES:
+            reader.problem(f"providers.{name}",
+                           f"unknown provider (known: {', '.join(PROVIDER_NAMES)})")
+        elif not isinstance(table, dict):
+            reader.problem(f"providers.{name}", "must be a table")
+        else:
+            providers[name] = _provider(reader, name, table, tracking)
+    if not providers_table:
+        reader.problem("providers", "no provider configured: add a [providers.NAME] table")
+
+    webhooks: list[WebhookConfig] = []
+    raw_hooks = data.get("webhooks", [])
+    root.has("webhooks")
+    if not isinstance(raw_hooks, list):
+        reader.problem("webhooks", "must be an array of tables: write [[webhooks]]")
+        raw_hooks = []
+    for index, table in enumerate(raw_hooks):
+        if not isinstance(table, dict):
+            reader.problem(f"webhooks[{index}]", "must be a table")
+            continue
+        if (hook := _webhook(reader, index, table)) is not None:
+            webhooks.append(hook)
+    root.unknown(allowed_extra=EXTRA_SECTIONS)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return Config(source=path, worker=worker, tracking=tracking, providers=providers,
+                  webhooks=tuple(webhooks), raw=data)
+
+
+# Top-level tables that later features parse themselves (from ``Config.raw``).
+EXTRA_SECTIONS: tuple[str, ...] = ("archive", "api", "daemon", "relay")
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file at ``path``."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    return parse(data, path.resolve(), environ)
+
+
+def config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
+    """``--config``, else ``$CALLWATCH_CONFIG``, else the system default."""
+    if cli_value:
+        return Path(cli_value)
+    if env := environ.get("CALLWATCH_CONFIG"):
+        return Path(env)
+    return DEFAULT_CONFIG_PATH
+
