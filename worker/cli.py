@@ -1,0 +1,175 @@
+"""Command line: argument parsing and exit codes only; the work happens elsewhere.
+
+Exit codes (CONTRACT.md): 0 success, 2 bad usage or bad input, 1 any other failure. Errors
+are one readable line on stderr; ``--debug`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import anyio
+
+from worker.config import Config, ConfigError, config_path, load
+
+
+class UsageError(Exception):
+    """Bad usage or bad input: exit 2."""
+
+
+class Failure(Exception):
+    """Anything else that went wrong: exit 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see 'callwatch --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="callwatch", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--config", help="config file (default: $CALLWATCH_CONFIG, else "
+                                         "/etc/callwatch/callwatch.toml)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)
+    commands.add_parser("run", help="run the daemon in the foreground until SIGTERM/SIGINT")
+    track = commands.add_parser("track", help="start tracking a call (durable, idempotent)")
+    track.add_argument("provider")
+    track.add_argument("call_id")
+    track.add_argument("--metadata", help="a JSON object handed back in every event")
+    track.add_argument("--webhook", help="also send this call's events to this URL")
+    status = commands.add_parser("status", help="show tracked calls, or one call in detail")
+    status.add_argument("provider", nargs="?")
+    status.add_argument("call_id", nargs="?")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--limit", type=int, default=50, help="how many calls to list")
+    commands.add_parser("check-config", help="validate the config; list every problem")
+    demo = commands.add_parser("demo", help="the whole pipeline against the built-in simulator")
+    demo.add_argument("--calls", type=int, default=9, help="how many calls to simulate")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``callwatch`` command."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+    except UsageError as exc:
+        return _fail(2, str(exc), debug)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"callwatch: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Failure as exc:
+        return _fail(1, str(exc), debug)
+    except Exception as exc:
+        return _fail(1, f"{type(exc).__name__}: {exc}", debug)
+
+
+def _fail(code: int, message: str, debug: bool) -> int:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    print(f"callwatch: error: {message}", file=sys.stderr)
+    return code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from worker.demo import run_demo
+
+        return run_demo(calls=args.calls)
+    config = load(config_path(args.config, os.environ))
+    if args.command == "check-config":
+        return _check_config(config)
+    if args.command == "run":
+        return _run(config)
+    if args.command == "track":
+        return _track(config, args)
+    if args.command == "status":
+        from worker.status import show_status
+
+        if args.provider is not None and args.call_id is None:
+            raise UsageError("status takes either nothing or PROVIDER CALL_ID")
+        return anyio.run(show_status, config, args.provider, args.call_id, args.json, args.limit)
+    raise UsageError(f"unknown command {args.command}")
+
+
+def _check_config(config: Config) -> int:
+    hooks = len(config.webhooks)
+    print(f"{config.source}: OK - providers: {', '.join(sorted(config.providers))}; "
+          f"{hooks} webhook endpoint{'s' if hooks != 1 else ''}; database {config.worker.database}"
+          f"; archive {config.worker.archive_dir or 'off'}")
+    return 0
+
+
+def _run(config: Config) -> int:
+    from worker import logs
+    from worker.daemon import Daemon
+    from worker.store.base import StoreError
+
+    logs.setup(config.worker.log_level)
+    try:
+        anyio.run(Daemon(config).run)
+    except StoreError as exc:
+        raise Failure(str(exc)) from exc
+    return 0
+
+
+def parse_track_input(config: Config, provider: str, call_id: str, metadata: str | None,
+                      webhook: str | None) -> tuple[dict[str, Any], str | None]:
+    """Validate ``track`` input (shared with the HTTP API); raise UsageError on bad input."""
+    from worker.config import PROVIDER_NAMES, _http_url
+    from worker.providers import validate_call_id
+
+    if provider not in config.providers:
+        known = "not a provider" if provider not in PROVIDER_NAMES else "not configured"
+        raise UsageError(f"unknown provider {provider!r} ({known}; configured: "
+                         f"{', '.join(sorted(config.providers))})")
+    if (reason := validate_call_id(provider, call_id)) is not None:
+        raise UsageError(f"malformed {provider} call id {call_id[:80]!r}: {reason}")
+    meta: dict[str, Any] = {}
+    if metadata is not None:
+        try:
+            meta = json.loads(metadata)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--metadata is not valid JSON: {exc.msg} at {exc.pos}") from None
+        if not isinstance(meta, dict):
+            raise UsageError("--metadata must be a JSON object, like '{\"ticket\": 42}'")
+        if len(json.dumps(meta)) > 8192:
+            raise UsageError("--metadata is larger than 8 KiB: keep references, not documents")
+    if webhook is not None and (problem := _http_url(webhook)) is not None:
+        raise UsageError(f"--webhook {problem}")
+    return meta, webhook
+
+
+def _track(config: Config, args: argparse.Namespace) -> int:
+    from worker.store.base import NewCall
+    from worker.store.sqlite import SQLiteStore
+
+    meta, webhook = parse_track_input(config, args.provider, args.call_id, args.metadata,
+                                      args.webhook)
+
+    async def track() -> bool:
+        store = await SQLiteStore.open(config.worker.database)
+        try:
+            return await store.track(NewCall(provider=args.provider, call_id=args.call_id,
+                                             metadata=meta, webhook_url=webhook), time.time())
+        finally:
+            await store.close()
+
+    created = anyio.run(track)
+    print(f"{'tracking' if created else 'already tracked'}: {args.provider} {args.call_id}")
+    return 0
+

@@ -1,0 +1,46 @@
+"""Per-provider request pacing: a token bucket plus a whole-provider pause after a 429.
+
+The decision (how long must this request wait?) is a pure method; only ``acquire`` sleeps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import anyio
+
+
+class TokenBucket:
+    """At most ``rate`` requests per second on average, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._tokens = self.burst
+        self._clock = clock
+        self._last = clock()
+        self._paused_until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request of this provider for ``seconds`` (it answered 429/503)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    @property
+    def paused_for(self) -> float:
+        return max(0.0, self._paused_until - self._clock())
+
+    def reserve(self) -> float:
+        """Take one token; return how long the caller must wait before using it."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        self._tokens -= 1.0
+        wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+        return max(wait, self._paused_until - now)
+
+    async def acquire(self) -> None:
+        wait = self.reserve()
+        if wait > 0:
+            await anyio.sleep(wait)

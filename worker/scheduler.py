@@ -1,0 +1,218 @@
+"""Finds due calls in the database, polls them under per-provider limits, persists the results.
+
+Shape (one task group, no hand-kept task dicts)::
+
+    lane(ultravox) --claim--> poll tasks --PollApplied--> writer --> store (one txn per batch)
+    lane(envoy)    ...
+    lane(apifycloud) ...
+
+* Calls live in the database, not in memory: a lane claims (leases) only as many due calls as
+  it has free poll slots, so memory is bounded by the concurrency limits, not by how many
+  calls are tracked.
+* Each provider has its own lane, slot limit and token bucket, so a provider answering 429 (or
+  hanging) slows only itself.
+* The writer commits many results per transaction (group commit): one fsync-equivalent per
+  batch instead of per call.
+* An idle lane re-reads the next due time at least every ``idle_wait`` seconds, which is how a
+  call tracked by another process (``callwatch track``) is picked up within about a second.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from worker.model import FailureKind, NotFound, PollFailed, PollResult, Snapshot, TrackedCall
+from worker.providers.base import Provider
+from worker.ratelimit import TokenBucket
+from worker.reconcile import Policy, on_poll
+from worker.store.base import PollApplied, Store
+
+log = structlog.get_logger("worker.scheduler")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Lane:
+    """Everything the scheduler needs to poll one provider."""
+
+    provider: Provider
+    policy: Policy
+    concurrency: int
+    rate_limit: float
+
+
+@dataclass(kw_only=True)
+class SchedulerStats:
+    """Live counters, read by ``status``, systemd STATUS= lines and metrics."""
+
+    polls: Counter[str] = field(default_factory=Counter)  # outcome -> n
+    poll_seconds: float = 0.0
+    in_flight: Counter[str] = field(default_factory=Counter)  # provider -> n
+    events: Counter[str] = field(default_factory=Counter)  # event type -> n
+    commits: int = 0
+    last_progress: float = field(default_factory=time.monotonic)
+
+
+class Scheduler:
+    """Polls due calls until ``stop()``; then finishes what is in flight and returns."""
+
+    def __init__(self, store: Store, lanes: Mapping[str, Lane], *,
+                 clock: Callable[[], float] = time.time,
+                 rng: Callable[[], float] = random.random,
+                 batch_size: int = 512, idle_wait: float = 1.0) -> None:
+        self._store = store
+        self._lanes = dict(lanes)
+        self._clock = clock
+        self._rng = rng
+        self._batch_size = batch_size
+        self._idle_wait = idle_wait
+        self._buckets = {name: TokenBucket(lane.rate_limit) for name, lane in lanes.items()}
+        self._wakeups = {name: anyio.Event() for name in lanes}
+        self._stopping = False
+        self.stats = SchedulerStats()
+
+    def reconfigure(self, lanes: Mapping[str, Lane]) -> None:
+        """Take new policies and limits (SIGHUP) for providers that already have a lane."""
+        for name, lane in lanes.items():
+            if name in self._lanes:
+                self._lanes[name] = lane
+                self._buckets[name].rate = lane.rate_limit
+                self.wake(name)
+
+    def wake(self, provider: str | None = None) -> None:
+        """Look for due calls now instead of at the next idle tick."""
+        for name in [provider] if provider else list(self._wakeups):
+            if name in self._wakeups:
+                self._wakeups[name].set()
+
+    def stop(self) -> None:
+        """Stop claiming; polls in flight finish and their results are committed."""
+        self._stopping = True
+        self.wake()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        send, receive = anyio.create_memory_object_stream[PollApplied](self._batch_size * 4)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._writer, receive)
+            async with send:
+                for name in self._lanes:
+                    tg.start_soon(self._lane, name, send.clone())
+            task_status.started()
+
+    # ----------------------------------------------------------------------- lanes
+
+    async def _lane(self, name: str, send: MemoryObjectSendStream[PollApplied]) -> None:
+        async with send, anyio.create_task_group() as polls:
+            while not self._stopping:
+                self.stats.last_progress = time.monotonic()
+                lane = self._lanes[name]
+                free = lane.concurrency - self.stats.in_flight[name]
+                claimed: list[TrackedCall] = []
+                if free > 0 and self._buckets[name].paused_for == 0:
+                    claimed = await self._store.claim_due_calls(name, self._clock(), free)
+                for call in claimed:
+                    self.stats.in_flight[name] += 1
+                    polls.start_soon(self._poll, name, call, send)
+                if free > 0 and len(claimed) == free:
+                    continue  # more may be due right now
+                await self._idle(name, free > 0)
+
+    async def _idle(self, name: str, had_room: bool) -> None:
+        """Sleep until the next call is due, a slot frees up, or someone wakes us."""
+        wait = self._idle_wait
+        paused = self._buckets[name].paused_for
+        if paused:
+            wait = min(wait, paused)
+        elif had_room:
+            due = await self._store.next_due_at(name)
+            if due is not None:
+                wait = min(wait, max(0.0, due - self._clock()))
+        if wait <= 0:
+            return
+        event = self._wakeups[name] = anyio.Event()
+        with anyio.move_on_after(wait):
+            await event.wait()
+
+    async def _poll(self, name: str, call: TrackedCall,
+                    send: MemoryObjectSendStream[PollApplied]) -> None:
+        lane = self._lanes[name]
+        bound = log.bind(provider=name, call_id=call.call_id)
+        try:
+            await self._buckets[name].acquire()
+            started = time.perf_counter()
+            result = await self._fetch(lane.provider, call, bound)
+            self.stats.poll_seconds += time.perf_counter() - started
+            self._note(name, result, bound)
+            decision = on_poll(call, result, self._clock(), lane.policy, self._rng())
+            for event in decision.events:
+                self.stats.events[str(event.type)] += 1
+                bound.info("event.emitted", type=str(event.type), recording_id=event.recording_id)
+            await send.send(PollApplied(decision=decision, result=result))
+        finally:
+            self.stats.in_flight[name] -= 1
+            self._wakeups[name].set()
+
+    async def _fetch(self, provider: Provider, call: TrackedCall,
+                     bound: structlog.typing.FilteringBoundLogger) -> PollResult:
+        try:
+            return await provider.fetch_call(call.call_id)
+        except Exception as exc:  # an adapter bug must not take the daemon down
+            bound.exception("poll.crashed")
+            return PollFailed(kind=FailureKind.TRANSIENT, message=f"adapter error: {exc!r}")
+
+    def _note(self, name: str, result: PollResult,
+              bound: structlog.typing.FilteringBoundLogger) -> None:
+        match result:
+            case Snapshot():
+                self.stats.polls["ok"] += 1
+            case NotFound():
+                self.stats.polls["not_found"] += 1
+                bound.info("poll.not_found")
+            case PollFailed(kind=FailureKind.RATE_LIMITED):
+                self.stats.polls["rate_limited"] += 1
+                pause = result.retry_after if result.retry_after is not None else 1.0
+                self._buckets[name].pause(pause)
+                bound.warning("poll.rate_limited", retry_after=pause)
+            case PollFailed():
+                self.stats.polls[str(result.kind)] += 1
+                level = bound.error if result.kind == FailureKind.CONFIG else bound.warning
+                level("poll.failed", kind=str(result.kind), reason=result.message)
+
+    # ----------------------------------------------------------------------- writer
+
+    async def _writer(self, receive: MemoryObjectReceiveStream[PollApplied]) -> None:
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                while len(batch) < self._batch_size:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[PollApplied]) -> None:
+        """Persist a batch, retrying while the database refuses (disk full, locked)."""
+        delay = 0.5
+        while True:
+            try:
+                await self._store.apply_poll_results(batch, self._clock())
+            except Exception as exc:
+                # The results stay in memory and the calls stay leased: nothing is lost, and
+                # if we die now the leases run out and the calls are simply polled again.
+                log.error("store.write_failed", calls=len(batch), error=str(exc),
+                          retry_in=delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self.stats.commits += 1
+            self.stats.last_progress = time.monotonic()
+            return

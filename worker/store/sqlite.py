@@ -1,0 +1,327 @@
+"""The SQLite implementation of the Store Protocol (aiosqlite, one connection per process).
+
+Why it is safe to share one file between the daemon and ``callwatch track`` in another
+process: WAL lets readers run beside the writer, every write is a short ``BEGIN IMMEDIATE``
+transaction (so two writers queue on the busy timeout instead of failing half-way), and
+``synchronous=NORMAL`` in WAL mode never corrupts the file, losing at most the last commits
+on power loss, never on a process crash.
+
+Inside one process all statements go through one aiosqlite connection; an anyio lock keeps
+one task's transaction from interleaving with another's statements.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+import structlog
+
+from worker.events import body, event_id
+from worker.model import RecordingState, TrackedCall
+from worker.store import rows
+from worker.store.base import Counts, NewCall, PollApplied, StoredEvent, StoreError
+
+log = structlog.get_logger("worker.store")
+
+LEASE_SECONDS = 120.0
+BUSY_TIMEOUT_MS = 10_000
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """The numbered ``migrations/NNNN_name.sql`` files, in order."""
+    found = []
+    for entry in resources.files("worker.store").joinpath("migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql"):
+            found.append((int(name.split("_", 1)[0]), name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+SCHEMA_VERSION = max(number for number, _, _ in migrations())
+
+
+def worker_identity() -> str:
+    """``host:pid:nonce`` - lets a restarted daemon see which leases belonged to the dead."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class SQLiteStore:
+    """Store Protocol over one SQLite file."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path, owner: str) -> None:
+        self._conn = conn
+        self.path = path
+        self.owner = owner
+        self._lock = anyio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, owner: str | None = None) -> SQLiteStore:
+        """Open (creating if needed) and migrate the database at ``path``."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        store = cls(conn, path, owner or worker_identity())
+        try:
+            await store._setup()
+        except sqlite3.Error as exc:
+            await conn.close()
+            raise StoreError(f"cannot use database {path}: {exc}") from exc
+        return store
+
+    async def _setup(self) -> None:
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_TIMEOUT_MS}",
+                       "foreign_keys=ON", "cache_size=-16000"):
+            await self._conn.execute(f"PRAGMA {pragma}")
+        async with self._write() as db:
+            version = (await (await db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"database {self.path} has schema {version}, newer than this "
+                                 f"callwatch ({SCHEMA_VERSION}): upgrade callwatch")
+            for number, name, sql in migrations():
+                if number > version:
+                    log.info("store.migrating", migration=name)
+                    for statement in _statements(sql):
+                        await db.execute(statement)
+                    await db.execute(f"PRAGMA user_version={number}")
+
+    async def schema_version(self) -> int:
+        row = await self._fetchone("PRAGMA user_version")
+        return int(row[0]) if row else 0
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction; rolled back on any error."""
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._conn.execute("ROLLBACK")
+                raise
+            with anyio.CancelScope(shield=True):
+                await self._conn.execute("COMMIT")
+
+    async def _fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            return list(await self._conn.execute_fetchall(sql, params))  # type: ignore[arg-type]
+
+    async def _fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        found = await self._fetchall(sql, params)
+        return found[0] if found else None
+
+    # ----------------------------------------------------------------------- calls
+
+    async def track(self, call: NewCall, now: float) -> bool:
+        async with self._write() as db:
+            cursor = await db.execute(
+                "INSERT INTO calls (provider, call_id, metadata, webhook_url, tracked_at, "
+                "updated_at, next_poll_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (provider, call_id) DO NOTHING",
+                (call.provider, call.call_id, json.dumps(dict(call.metadata)), call.webhook_url,
+                 now, now, now),
+            )
+            return cursor.rowcount == 1
+
+    async def claim_due_calls(self, provider: str, now: float, limit: int) -> list[TrackedCall]:
+        if limit <= 0:
+            return []
+        async with self._write() as db:
+            claimed = list(await db.execute_fetchall(
+                f"UPDATE calls SET lease_owner = ?, lease_until = ? WHERE pk IN ("
+                f"  SELECT pk FROM calls WHERE provider = ? AND next_poll_at IS NOT NULL"
+                f"  AND next_poll_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                f"  ORDER BY next_poll_at LIMIT ?) RETURNING {rows.CALL_COLUMNS}",  # noqa: S608
+                (self.owner, now + LEASE_SECONDS, provider, now, now, limit),
+            ))
+            recordings = await self._recordings_of(db, [r["pk"] for r in claimed])
+        calls = [rows.call_from_row(r, recordings.get(r["pk"], ())) for r in claimed]
+        calls.sort(key=lambda c: c.next_poll_at)
+        return calls
+
+    async def _recordings_of(self, db: aiosqlite.Connection,
+                             pks: Sequence[int]) -> dict[int, list[RecordingState]]:
+        found: dict[int, list[RecordingState]] = defaultdict(list)
+        for start in range(0, len(pks), 500):
+            chunk = pks[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in await db.execute_fetchall(
+                f"SELECT {rows.RECORDING_COLUMNS} FROM recordings "  # noqa: S608
+                f"WHERE call_pk IN ({marks}) ORDER BY first_seen_at, recording_id", chunk,
+            ):
+                found[row["call_pk"]].append(rows.recording_from_row(row))
+        return found
+
+    async def apply_poll_results(self, items: Sequence[PollApplied], now: float) -> None:
+        if not items:
+            return
+        async with self._write() as db:
+            await self._persist(db, [item.decision.call for item in items], now,
+                                [item.result for item in items])
+            await self._insert_events(db, [(item.decision.call, item.decision.events)
+                                           for item in items])
+
+    async def _persist(self, db: aiosqlite.Connection, calls: Sequence[TrackedCall],
+                       now: float, results: Sequence[Any]) -> None:
+        await db.executemany(
+            "UPDATE calls SET status = :status, provider_status = :provider_status, "
+            "started_at = :started_at, ended_at = :ended_at, end_reason = :end_reason, "
+            "started_notified = :started_notified, ended_notified = :ended_notified, "
+            "terminal = :terminal, terminal_reason = :terminal_reason, "
+            "not_found_since = :not_found_since, consecutive_failures = :consecutive_failures, "
+            "updated_at = :updated_at, last_polled_at = :last_polled_at, "
+            "next_poll_at = :next_poll_at, lease_owner = NULL, lease_until = NULL, "
+            "last_snapshot = COALESCE(:last_snapshot, last_snapshot) WHERE pk = :pk",
+            [rows.call_update_params(call, now, result) for call, result in zip(calls, results,
+                                                                                 strict=True)],
+        )
+        recs = [rows.recording_params(call.pk, rec) for call in calls if call.pk is not None
+                for rec in call.recordings]
+        if recs:
+            await db.executemany(
+                f"INSERT INTO recordings ({rows.RECORDING_COLUMNS}) VALUES (:call_pk, "
+                ":recording_id, :status, :url, :url_expires_at, :content_type, :size, "
+                ":first_seen_at, :reason, :archive_path, :archive_size, :archive_sha256) "
+                "ON CONFLICT (call_pk, recording_id) DO UPDATE SET status = excluded.status, "
+                "url = excluded.url, url_expires_at = excluded.url_expires_at, "
+                "content_type = excluded.content_type, size = excluded.size, "
+                "reason = excluded.reason, archive_path = excluded.archive_path, "
+                "archive_size = excluded.archive_size, archive_sha256 = excluded.archive_sha256",
+                recs,
+            )
+
+    async def _insert_events(self, db: aiosqlite.Connection,
+                             batches: Sequence[tuple[TrackedCall, Sequence[Any]]]) -> None:
+        params = [
+            (event_id(call.provider, call.call_id, event.key), call.pk, str(event.type),
+             event.key, event.occurred_at, body(event))
+            for call, events in batches for event in events
+        ]
+        if params:
+            # A key already in the outbox means this event was emitted before: keep the first.
+            await db.executemany(
+                "INSERT INTO events (id, call_pk, type, key, occurred_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", params)
+
+    async def next_due_at(self, provider: str) -> float | None:
+        row = await self._fetchone(
+            "SELECT MIN(next_poll_at) FROM calls WHERE provider = ? AND next_poll_at IS NOT NULL "
+            "AND lease_until IS NULL", (provider,))
+        return row[0] if row and row[0] is not None else None
+
+    async def get_call(self, provider: str, call_id: str) -> TrackedCall | None:
+        async with self._lock:
+            found = list(await self._conn.execute_fetchall(
+                f"SELECT {rows.CALL_COLUMNS} FROM calls "  # noqa: S608
+                "WHERE provider = ? AND call_id = ?", (provider, call_id)))
+            if not found:
+                return None
+            recordings = await self._recordings_of(self._conn, [found[0]["pk"]])
+        return rows.call_from_row(found[0], recordings.get(found[0]["pk"], ()))
+
+    async def list_calls(self, *, limit: int, include_terminal: bool) -> list[TrackedCall]:
+        where = "" if include_terminal else "WHERE terminal IS NULL"
+        async with self._lock:
+            found = list(await self._conn.execute_fetchall(
+                f"SELECT {rows.CALL_COLUMNS} FROM calls {where} "  # noqa: S608
+                "ORDER BY tracked_at DESC, pk DESC LIMIT ?", (limit,)))
+            recordings = await self._recordings_of(self._conn, [r["pk"] for r in found])
+        return [rows.call_from_row(r, recordings.get(r["pk"], ())) for r in found]
+
+    # ----------------------------------------------------------------------- outbox
+
+    _EVENT_SELECT = ("SELECT e.seq, e.id, c.provider, c.call_id, e.type, e.occurred_at, e.body "
+                     "FROM events e JOIN calls c ON c.pk = e.call_pk ")
+
+    async def call_events(self, provider: str, call_id: str) -> list[StoredEvent]:
+        found = await self._fetchall(
+            self._EVENT_SELECT + "WHERE c.provider = ? AND c.call_id = ? ORDER BY e.seq",
+            (provider, call_id))
+        return [_event(r) for r in found]
+
+    async def events_after(self, seq: int, limit: int) -> list[StoredEvent]:
+        found = await self._fetchall(self._EVENT_SELECT + "WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
+                                     (seq, limit))
+        return [_event(r) for r in found]
+
+    async def counts(self) -> Counts:
+        by_state = {
+            (r[0], r[1]): r[2]
+            for r in await self._fetchall(
+                "SELECT provider, COALESCE(terminal, status), COUNT(*) FROM calls "
+                "GROUP BY provider, COALESCE(terminal, status)")
+        }
+        events = await self._fetchone("SELECT COUNT(*) FROM events")
+        due = await self._fetchone("SELECT MIN(next_poll_at) FROM calls "
+                                   "WHERE next_poll_at IS NOT NULL")
+        return Counts(calls_by_state=by_state, events=events[0] if events else 0,
+                      oldest_due_at=due[0] if due else None)
+
+    # ----------------------------------------------------------------------- life cycle
+
+    async def recover(self) -> int:
+        host = socket.gethostname()
+        owners = await self._fetchall("SELECT DISTINCT lease_owner FROM calls "
+                                      "WHERE lease_owner IS NOT NULL")
+        dead = [r[0] for r in owners if r[0] != self.owner and _owner_is_dead(r[0], host)]
+        released = 0
+        if dead:
+            async with self._write() as db:
+                for owner in dead:
+                    cursor = await db.execute("UPDATE calls SET lease_owner = NULL, "
+                                              "lease_until = NULL WHERE lease_owner = ?", (owner,))
+                    released += cursor.rowcount
+        if released:
+            log.info("store.leases_recovered", calls=released, owners=len(dead))
+        return released
+
+    async def integrity_check(self) -> str:
+        row = await self._fetchone("PRAGMA integrity_check")
+        return str(row[0]) if row else "no answer"
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._conn.close()
+
+
+def _event(row: sqlite3.Row) -> StoredEvent:
+    return StoredEvent(seq=row[0], id=row[1], provider=row[2], call_id=row[3], type=row[4],
+                       occurred_at=row[5], body=bytes(row[6]))
+
+
+def _owner_is_dead(owner: str, host: str) -> bool:
+    """True when ``owner`` is a worker on this host whose process no longer runs."""
+    parts = owner.split(":")
+    if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return True  # our pid, another nonce: a previous life of this process id
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration file into statements (our migrations hold no ';' in literals)."""
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
