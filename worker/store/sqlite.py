@@ -78,9 +78,11 @@ class SQLiteStore:
         store = cls(conn, path, owner or worker_identity())
         try:
             await store._setup()
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             await conn.close()
-            raise StoreError(f"cannot use database {path}: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot use database {path}: {exc}") from exc
+            raise
         return store
 
     async def _setup(self) -> None:

@@ -1,0 +1,201 @@
+"""The Store contract on a real SQLite file (parametrised so another backend can join)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from worker.config import TrackingConfig
+from worker.model import CallStatus, RecordingSnapshot, RecordingStatus, Snapshot
+from worker.reconcile import Policy, on_poll
+from worker.store.base import NewCall, PollApplied
+from worker.store.sqlite import SCHEMA_VERSION, SQLiteStore, _owner_is_dead
+
+pytestmark = pytest.mark.anyio
+T0 = 1_800_000_000.0
+POLICY = Policy(tracking=TrackingConfig(), archiving=False)
+
+
+@pytest.fixture(params=["sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    assert request.param == "sqlite"
+    opened = await SQLiteStore.open(tmp_path / "state" / "callwatch.db")
+    yield opened
+    await opened.close()
+
+
+async def test_migrations_from_empty_and_rerun(tmp_path: Path) -> None:
+    """A new file gets the whole schema; opening it again applies nothing and keeps the data."""
+    path = tmp_path / "db.sqlite"
+    first = await SQLiteStore.open(path)
+    assert await first.schema_version() == SCHEMA_VERSION
+    await first.track(NewCall(provider="envoy", call_id="call_1"), T0)
+    await first.close()
+    second = await SQLiteStore.open(path)
+    assert await second.schema_version() == SCHEMA_VERSION
+    assert await second.get_call("envoy", "call_1") is not None
+    assert await second.integrity_check() == "ok"
+    await second.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A database from a newer callwatch is not silently downgraded."""
+    path = tmp_path / "db.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    from worker.store.base import StoreError
+
+    with pytest.raises(StoreError, match="newer"):
+        await SQLiteStore.open(path)
+
+
+async def test_unusable_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A file that is not a database gives a StoreError naming it, not a traceback."""
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    from worker.store.base import StoreError
+
+    with pytest.raises(StoreError, match=r"garbage\.db"):
+        await SQLiteStore.open(path)
+
+
+async def test_track_is_idempotent(store: SQLiteStore) -> None:
+    """Tracking the same call twice changes nothing the second time."""
+    assert await store.track(NewCall(provider="ultravox", call_id="a", metadata={"k": 1}), T0)
+    assert not await store.track(NewCall(provider="ultravox", call_id="a", metadata={"k": 2}),
+                                 T0 + 5)
+    call = await store.get_call("ultravox", "a")
+    assert call is not None and call.metadata == {"k": 1} and call.tracked_at == T0
+
+
+async def test_claim_leases_due_calls_once(store: SQLiteStore) -> None:
+    """A claimed call is not claimed again until its result is applied."""
+    for i in range(5):
+        await store.track(NewCall(provider="ultravox", call_id=f"c{i}"), T0 + i)
+    await store.track(NewCall(provider="envoy", call_id="e"), T0)
+    first = await store.claim_due_calls("ultravox", T0 + 10, 3)
+    assert [c.call_id for c in first] == ["c0", "c1", "c2"]
+    second = await store.claim_due_calls("ultravox", T0 + 10, 10)
+    assert [c.call_id for c in second] == ["c3", "c4"]
+    assert await store.claim_due_calls("ultravox", T0 + 10, 10) == []
+    assert await store.next_due_at("ultravox") is None  # all leased
+    assert await store.next_due_at("envoy") == T0
+
+
+async def test_apply_writes_state_and_events_together(store: SQLiteStore) -> None:
+    """A decision's new state and its events land in one transaction, events in order."""
+    await store.track(NewCall(provider="ultravox", call_id="a"), T0)
+    [call] = await store.claim_due_calls("ultravox", T0, 1)
+    snap = Snapshot(status=CallStatus.ENDED, provider_status="ended", started_at=T0,
+                    ended_at=T0 + 1, recordings=(RecordingSnapshot(
+                        id="r", status=RecordingStatus.AVAILABLE, url="https://x"),))
+    decision = on_poll(call, snap, T0 + 2, POLICY)
+    await store.apply_poll_results([PollApplied(decision=decision, result=snap)], T0 + 2)
+    stored = await store.get_call("ultravox", "a")
+    assert stored is not None
+    assert stored.terminal is not None and stored.recordings[0].status == "available"
+    events = await store.call_events("ultravox", "a")
+    assert [e.type for e in events] == ["call.started", "call.ended", "recording.available",
+                                        "call.completed"]
+    assert await store.claim_due_calls("ultravox", T0 + 10_000, 10) == []  # terminal: no polls
+
+
+async def test_same_event_is_never_written_twice(store: SQLiteStore) -> None:
+    """Replaying a decision (as after a crash between poll and commit) adds no duplicate."""
+    await store.track(NewCall(provider="ultravox", call_id="a"), T0)
+    [call] = await store.claim_due_calls("ultravox", T0, 1)
+    snap = Snapshot(status=CallStatus.LIVE, provider_status="joined", started_at=T0)
+    decision = on_poll(call, snap, T0 + 1, POLICY)
+    await store.apply_poll_results([PollApplied(decision=decision, result=snap)], T0 + 1)
+    await store.apply_poll_results([PollApplied(decision=decision, result=snap)], T0 + 1)
+    assert [e.type for e in await store.call_events("ultravox", "a")] == ["call.started"]
+
+
+async def test_failed_transaction_leaves_nothing(store: SQLiteStore) -> None:
+    """If writing the events fails, the call's new state is rolled back too."""
+    await store.track(NewCall(provider="ultravox", call_id="a"), T0)
+    [call] = await store.claim_due_calls("ultravox", T0, 1)
+    decision = on_poll(call, Snapshot(status=CallStatus.LIVE, provider_status="j"), T0 + 1,
+                       POLICY)
+    broken = decision.call.replace(pk=None)  # events cannot reference a call without a pk
+    bad = type(decision)(call=broken, events=decision.events)
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.apply_poll_results([PollApplied(decision=bad)], T0 + 1)
+    stored = await store.get_call("ultravox", "a")
+    assert stored is not None and stored.status == CallStatus.PENDING
+    assert await store.call_events("ultravox", "a") == []
+
+
+async def test_recover_releases_leases_of_dead_workers(tmp_path: Path) -> None:
+    """After kill -9 the dead worker's leases are released at the next start, not in 2 min."""
+    path = tmp_path / "db.sqlite"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    import socket
+
+    first = await SQLiteStore.open(path, owner=f"{socket.gethostname()}:{dead.stdout.strip()}:x")
+    await first.track(NewCall(provider="envoy", call_id="call_1"), T0)
+    assert len(await first.claim_due_calls("envoy", T0, 5)) == 1
+    await first.close()
+    second = await SQLiteStore.open(path)
+    assert await second.claim_due_calls("envoy", T0, 5) == []
+    assert await second.recover() == 1
+    assert len(await second.claim_due_calls("envoy", T0, 5)) == 1
+    await second.close()
+
+
+def test_owner_liveness() -> None:
+    """Leases of live processes or other hosts are kept; malformed owners are left alone."""
+    import os
+    import socket
+
+    host = socket.gethostname()
+    assert not _owner_is_dead(f"{host}:1:x", host) or not Path("/proc/1").exists()
+    assert not _owner_is_dead(f"otherhost:{os.getpid()}:x", host)
+    assert not _owner_is_dead("garbage", host)
+    assert _owner_is_dead(f"{host}:{os.getpid()}:other-nonce", host)
+
+
+async def test_concurrent_track_from_another_process(tmp_path: Path) -> None:
+    """`track` in other processes while this one claims and commits: nothing lost or broken."""
+    path = tmp_path / "db.sqlite"
+    store = await SQLiteStore.open(path)
+    script = textwrap.dedent(f"""
+        import anyio, sys
+        from pathlib import Path
+        from worker.store.sqlite import SQLiteStore
+        from worker.store.base import NewCall
+        async def main():
+            s = await SQLiteStore.open(Path({str(path)!r}))
+            for i in range(150):
+                await s.track(NewCall(provider="envoy", call_id=f"call_{{sys.argv[1]}}_{{i}}"),
+                              {T0} + i)
+            await s.close()
+        anyio.run(main)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(n)]) for n in range(3)]
+    polled = 0
+    while any(p.poll() is None for p in procs) or polled < 450:
+        claimed = await store.claim_due_calls("envoy", T0 + 1000, 50)
+        items = [PollApplied(decision=on_poll(c, Snapshot(status=CallStatus.LIVE,
+                                                          provider_status="l"), T0 + 1000,
+                                              POLICY)) for c in claimed]
+        await store.apply_poll_results(items, T0 + 1000)
+        polled += len(claimed)
+        if not claimed:
+            await anyio.sleep(0.01)
+    assert [p.wait() for p in procs] == [0, 0, 0]
+    counts = await store.counts()
+    assert counts.calls_by_state == {("envoy", "live"): 450}
+    assert counts.events == 450
+    assert await store.integrity_check() == "ok"
+    await store.close()
