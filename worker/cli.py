@@ -23,7 +23,7 @@ class UsageError(Exception):
     """Bad usage or bad input: exit 2."""
 
 
-class Failure(Exception):
+class CommandError(Exception):
     """Anything else that went wrong: exit 1."""
 
 
@@ -66,11 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(2, str(exc), debug)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"callwatch: {problem}", file=sys.stderr)
+            print(problem, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    except Failure as exc:
+    except CommandError as exc:
         return _fail(1, str(exc), debug)
     except Exception as exc:
         return _fail(1, f"{type(exc).__name__}: {exc}", debug)
@@ -115,15 +115,23 @@ def _check_config(config: Config) -> int:
 
 
 def _run(config: Config) -> int:
+    import signal
+
+    # A stop request that arrives while we are still starting must not kill us half-way:
+    # remember it, and let the daemon stop cleanly as soon as it can listen for signals.
+    early: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, _frame: early.append(signum))
+
     from worker import logs
     from worker.daemon import Daemon
     from worker.store.base import StoreError
 
     logs.setup(config.worker.log_level)
     try:
-        anyio.run(Daemon(config).run)
+        anyio.run(Daemon(config, early_signals=early).run)
     except StoreError as exc:
-        raise Failure(str(exc)) from exc
+        raise CommandError(str(exc)) from exc
     return 0
 
 

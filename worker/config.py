@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -146,7 +147,11 @@ class _Section:
             return default
         value = self._table[name]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # TOML integers are unbounded in tomllib
+                self.problem(name, f"is too large: {_show(value)}")
+                return default
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             self.problem(name, f"must be {_kind_name(kind)}, got {_show(value)}")
             return default
@@ -178,25 +183,34 @@ class _Reader:
         self.problems: list[str] = []
 
     def problem(self, key: str, message: str) -> None:
-        self.problems.append(f"{self.path}: {key}: {message}")
+        self.problems.append(_one_line(f"{self.path}: {key}: {message}"))
 
     def secret(self, section: _Section, base: str, *, required: bool) -> str | None:
-        """Resolve ``{base}_env`` / ``{base}_file``; return the raw value or None."""
-        env_name = section.optional_str(f"{base}_env")
-        file_name = section.optional_str(f"{base}_file")
-        if env_name and file_name:
-            section.problem(f"{base}_env", f"give either {base}_env or {base}_file, not both")
+        """Resolve ``{base}_env`` / ``{base}_file``; return the raw value or None.
+
+        Each mistake yields one problem, and no problem ever shows a secret: a value that looks
+        like the secret itself (pasted where a name belongs) is not echoed.
+        """
+        env_key, file_key = f"{base}_env", f"{base}_file"
+        env_given, file_given = section.has(env_key), section.has(file_key)
+        if env_given and file_given:
+            section.problem(env_key, f"give either {env_key} or {file_key}, not both")
             return None
+        env_name = section.get(env_key, str, "", _env_var_name)
+        file_name = section.get(file_key, str, "", _secret_file_name)
         if env_name:
-            value = self.environ.get(env_name)
-            if not value:
-                section.problem(f"{base}_env", f"environment variable {env_name} is not set")
+            if env_name not in self.environ:
+                section.problem(env_key, f"environment variable {env_name} is not set")
                 return None
-            return value.strip()
+            value = self.environ[env_name].strip()
+            if not value:
+                section.problem(env_key, f"environment variable {env_name} is empty")
+                return None
+            return value
         if file_name:
-            return self._read_secret_file(section, f"{base}_file", file_name)
-        if required:
-            section.problem(f"{base}_env", f"missing: set {base}_env or {base}_file")
+            return self._read_secret_file(section, file_key, file_name)
+        if required and not env_given and not file_given:
+            section.problem(env_key, f"missing: set {env_key} or {file_key}")
         return None
 
     def _read_secret_file(self, section: _Section, key: str, name: str) -> str | None:
@@ -212,6 +226,12 @@ class _Reader:
             except OSError as exc:
                 section.problem(key, f"cannot read {candidate}: {exc.strerror}")
                 return None
+            except UnicodeDecodeError:
+                section.problem(key, f"{candidate} is not UTF-8 text")
+                return None
+            except ValueError:  # e.g. an embedded NUL byte in the name
+                section.problem(key, "is not a valid file name")
+                return None
             if not value:
                 section.problem(key, f"{candidate} is empty")
                 return None
@@ -219,6 +239,13 @@ class _Reader:
         where = " or ".join(str(c) for c in candidates)
         section.problem(key, f"file not found: {where}")
         return None
+
+
+def _one_line(text: str) -> str:
+    """Escape newlines and other control characters (from quoted keys or file names)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _kind_name(kind: type[Any]) -> str:
@@ -231,6 +258,31 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_WHSEC_PREFIX = "whsec_"
+
+
+def _env_var_name(value: str) -> str | None:
+    if not value:
+        return "must not be empty"
+    if value.startswith(_WHSEC_PREFIX) or not _ENV_VAR_NAME.fullmatch(value):
+        # Not echoed: this is most often the secret itself, pasted where its name belongs.
+        return "must be the name of an environment variable, not the secret itself"
+    return None
+
+
+def _secret_file_name(value: str) -> str | None:
+    if not value:
+        return "must not be empty"
+    if value.startswith(_WHSEC_PREFIX):
+        return "must be a file name, not the secret itself"
+    return None
+
+
+def _not_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
 def _positive_finite(value: float) -> str | None:
     if not math.isfinite(value) or value <= 0:
         return "must be a positive number of seconds"
@@ -238,10 +290,14 @@ def _positive_finite(value: float) -> str | None:
 
 
 def _http_url(value: str, *, origin_only: bool = False) -> str | None:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not 0-65535
+    except ValueError:
+        return f"must be an http(s) URL, got {_show(value)}"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"must be an http(s) URL, got {_show(value)}"
-    if origin_only and parts.path not in ("", "/"):
+    if origin_only and (parts.path not in ("", "/") or parts.query or parts.fragment):
         return "must be an origin only (scheme://host[:port]); the adapter appends the paths"
     if any(ch.isspace() or ord(ch) < 32 for ch in value):
         return "must not contain spaces or control characters"
@@ -324,18 +380,18 @@ def _webhook(reader: _Reader, index: int, table: Mapping[str, Any]) -> WebhookCo
     events_list = section.get("events", list, [])
     events: frozenset[str] | None = None
     if section.has("events"):
-        bad = [e for e in events_list if e not in EVENT_TYPE_NAMES]
+        bad = [e for e in events_list if not isinstance(e, str) or e not in EVENT_TYPE_NAMES]
         if bad:
             section.problem("events", f"unknown event type(s): {', '.join(map(str, bad))}")
-        events = frozenset(e for e in events_list if e in EVENT_TYPE_NAMES)
+        events = frozenset(e for e in events_list if isinstance(e, str) and e in EVENT_TYPE_NAMES)
     schedule_list = section.get("retry_schedule", list, list(DEFAULT_RETRY_SCHEDULE))
     schedule: list[float] = []
     for item in schedule_list:
-        if isinstance(item, bool) or not isinstance(item, int | float) or item < 0:
+        if (seconds := _non_negative_seconds(item)) is None:
             section.problem("retry_schedule", "must be a list of non-negative seconds")
             schedule = list(DEFAULT_RETRY_SCHEDULE)
             break
-        schedule.append(float(item))
+        schedule.append(seconds)
     timeout = section.duration("timeout", 15.0)
     section.unknown()
     if not url or not secrets:
@@ -344,8 +400,22 @@ def _webhook(reader: _Reader, index: int, table: Mapping[str, Any]) -> WebhookCo
                          retry_schedule=tuple(schedule), timeout=timeout)
 
 
-def _resolve(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
+def _non_negative_seconds(item: object) -> float | None:
+    if isinstance(item, bool) or not isinstance(item, int | float):
+        return None
+    try:
+        seconds = float(item)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _resolve(section: _Section, name: str, base: Path, value: str) -> Path:
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # "~user" for a user that does not exist, or no home directory
+        section.problem(name, f"cannot expand ~ in {_show(value)}")
+        path = Path(value)
     return path if path.is_absolute() else (base / path)
 
 
@@ -355,7 +425,7 @@ def parse(data: Mapping[str, Any], path: Path,
     reader = _Reader(path, os.environ if environ is None else environ)
     root = _Section(reader, data, "")
     worker_section = _Section(reader, root.table("worker"), "worker")
-    database = worker_section.get("database", str, "callwatch.db")
+    database = worker_section.get("database", str, "callwatch.db", _not_empty)
     archive = worker_section.optional_str("archive_dir")
     log_level = worker_section.get(
         "log_level", str, "info",
@@ -363,9 +433,10 @@ def parse(data: Mapping[str, Any], path: Path,
         else "must be one of debug, info, warning, error")
     worker_section.unknown()
     base = path.parent
-    worker = WorkerConfig(database=_resolve(base, database),
-                          archive_dir=_resolve(base, archive) if archive else None,
-                          log_level=log_level)
+    worker = WorkerConfig(
+        database=_resolve(worker_section, "database", base, database),
+        archive_dir=_resolve(worker_section, "archive_dir", base, archive) if archive else None,
+        log_level=log_level)
 
     tracking_section = _Section(reader, root.table("tracking"), "tracking")
     tracking = _tracking(tracking_section, TrackingConfig())
@@ -381,7 +452,7 @@ def parse(data: Mapping[str, Any], path: Path,
             reader.problem(f"providers.{name}", "must be a table")
         else:
             providers[name] = _provider(reader, name, table, tracking)
-    if not providers_table:
+    if not providers_table and isinstance(data.get("providers", {}), dict):
         reader.problem("providers", "no provider configured: add a [providers.NAME] table")
 
     webhooks: list[WebhookConfig] = []
@@ -404,24 +475,28 @@ def parse(data: Mapping[str, Any], path: Path,
 
 
 # Top-level tables that later features parse themselves (from ``Config.raw``).
-EXTRA_SECTIONS: tuple[str, ...] = ("archive", "api", "daemon", "relay")
+EXTRA_SECTIONS: tuple[str, ...] = ()
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate the config file at ``path``."""
     try:
+        path = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: report it below as unreadable
+        path = path.absolute()
+    try:
         text = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError([f"{path}: file not found"]) from None
+        raise ConfigError([_one_line(f"{path}: file not found")]) from None
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        raise ConfigError([_one_line(f"{path}: cannot read: {exc.strerror}")]) from None
     try:
         data = tomllib.loads(text.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+        raise ConfigError([_one_line(f"{path}: not UTF-8 text")]) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
-    return parse(data, path.resolve(), environ)
+        raise ConfigError([_one_line(f"{path}: invalid TOML: {exc}")]) from None
+    return parse(data, path, environ)
 
 
 def config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:

@@ -76,9 +76,11 @@ class Runtime:
 class Daemon:
     """Assembles the components from a config and runs them until told to stop."""
 
-    def __init__(self, config: Config, *, drain_grace: float = DEFAULT_DRAIN_GRACE) -> None:
+    def __init__(self, config: Config, *, drain_grace: float = DEFAULT_DRAIN_GRACE,
+                 early_signals: list[int] | None = None) -> None:
         self.config = config
         self.drain_grace = drain_grace
+        self._early = early_signals if early_signals is not None else []
 
     async def run(self) -> None:
         self._stop = anyio.Event()
@@ -123,6 +125,10 @@ class Daemon:
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            if self._early:
+                log.info("daemon.signal", signal=signal.Signals(self._early[0]).name,
+                         during="start-up")
+                self._stop.set()
             async for signum in signals:
                 log.info("daemon.signal", signal=signal.Signals(signum).name)
                 if self._stop.is_set():

@@ -193,15 +193,15 @@ def _maybe_complete(call: TrackedCall, recording_expected: bool | None, now: flo
                     policy: Policy, events: list[Event]) -> TrackedCall:
     if call.status != CallStatus.ENDED or call.terminal is not None:
         return call
-    assert call.ended_at is not None
-    grace_over = now >= max(call.ended_at, call.tracked_at) + policy.tracking.recording_grace
+    ended_at = call.ended_at if call.ended_at is not None else now
+    grace_over = now >= max(ended_at, call.tracked_at) + policy.tracking.recording_grace
     if grace_over:
-        for rec in call.recordings:
-            if rec.status == RecordingStatus.PROCESSING:
-                rec = rec.replace(status=RecordingStatus.FAILED,
-                                  reason="not available within recording_grace")
-                call = _put_recording(call, rec)
-                events.append(recording_event(EventType.RECORDING_FAILED, call, rec, now))
+        for stuck in call.recordings:
+            if stuck.status == RecordingStatus.PROCESSING:
+                failed = stuck.replace(status=RecordingStatus.FAILED,
+                                       reason="not available within recording_grace")
+                call = _put_recording(call, failed)
+                events.append(recording_event(EventType.RECORDING_FAILED, call, failed, now))
     settled = SETTLED_WITH_ARCHIVE if policy.archiving else SETTLED_WITHOUT_ARCHIVE
     if call.recordings:
         done = all(rec.status in settled for rec in call.recordings)

@@ -208,7 +208,7 @@ class Scheduler:
             except Exception as exc:
                 # The results stay in memory and the calls stay leased: nothing is lost, and
                 # if we die now the leases run out and the calls are simply polled again.
-                log.error("store.write_failed", calls=len(batch), error=str(exc),
+                log.exception("store.write_failed", calls=len(batch), error=str(exc),
                           retry_in=delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 30.0)

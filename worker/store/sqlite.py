@@ -121,7 +121,7 @@ class SQLiteStore:
 
     async def _fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         async with self._lock:
-            return list(await self._conn.execute_fetchall(sql, params))  # type: ignore[arg-type]
+            return list(await self._conn.execute_fetchall(sql, params))
 
     async def _fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         found = await self._fetchall(sql, params)
@@ -148,7 +148,7 @@ class SQLiteStore:
                 f"UPDATE calls SET lease_owner = ?, lease_until = ? WHERE pk IN ("
                 f"  SELECT pk FROM calls WHERE provider = ? AND next_poll_at IS NOT NULL"
                 f"  AND next_poll_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
-                f"  ORDER BY next_poll_at LIMIT ?) RETURNING {rows.CALL_COLUMNS}",  # noqa: S608
+                f"  ORDER BY next_poll_at LIMIT ?) RETURNING {rows.CALL_COLUMNS}",
                 (self.owner, now + LEASE_SECONDS, provider, now, now, limit),
             ))
             recordings = await self._recordings_of(db, [r["pk"] for r in claimed])
@@ -163,7 +163,7 @@ class SQLiteStore:
             chunk = pks[start:start + 500]
             marks = ",".join("?" * len(chunk))
             for row in await db.execute_fetchall(
-                f"SELECT {rows.RECORDING_COLUMNS} FROM recordings "  # noqa: S608
+                f"SELECT {rows.RECORDING_COLUMNS} FROM recordings "
                 f"WHERE call_pk IN ({marks}) ORDER BY first_seen_at, recording_id", chunk,
             ):
                 found[row["call_pk"]].append(rows.recording_from_row(row))
@@ -229,7 +229,7 @@ class SQLiteStore:
     async def get_call(self, provider: str, call_id: str) -> TrackedCall | None:
         async with self._lock:
             found = list(await self._conn.execute_fetchall(
-                f"SELECT {rows.CALL_COLUMNS} FROM calls "  # noqa: S608
+                f"SELECT {rows.CALL_COLUMNS} FROM calls "
                 "WHERE provider = ? AND call_id = ?", (provider, call_id)))
             if not found:
                 return None
@@ -240,7 +240,7 @@ class SQLiteStore:
         where = "" if include_terminal else "WHERE terminal IS NULL"
         async with self._lock:
             found = list(await self._conn.execute_fetchall(
-                f"SELECT {rows.CALL_COLUMNS} FROM calls {where} "  # noqa: S608
+                f"SELECT {rows.CALL_COLUMNS} FROM calls {where} "
                 "ORDER BY tracked_at DESC, pk DESC LIMIT ?", (limit,)))
             recordings = await self._recordings_of(self._conn, [r["pk"] for r in found])
         return [rows.call_from_row(r, recordings.get(r["pk"], ())) for r in found]

@@ -1,0 +1,96 @@
+"""End-to-end plumbing: the simulator in this process, the daemon as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from worker.demo import start_daemon, stop_daemon
+from worker.store.base import StoredEvent
+from worker.store.sqlite import SQLiteStore
+
+
+@dataclass
+class DaemonUnderTest:
+    """One daemon subprocess (restartable) with its config, env, log and database."""
+
+    config: Path
+    env: Mapping[str, str]
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+
+    @property
+    def db(self) -> Path:
+        return self.workdir / "callwatch.db"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "daemon.log"
+
+    def start(self) -> None:
+        self.proc = start_daemon(self.config, self.env, self.log)
+        self.starts += 1
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind runs."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.exit_codes.append(self.proc.wait())
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        code = stop_daemon(self.proc)
+        self.exit_codes.append(code)
+        self.proc = None
+        return code
+
+    def log_lines(self) -> list[dict[str, object]]:
+        lines = []
+        for raw in self.log.read_text(errors="replace").splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                lines.append({"event": "non-json", "text": raw})
+        return lines
+
+    def ready_count(self) -> int:
+        return sum(line.get("event") == "daemon.ready" for line in self.log_lines())
+
+    async def wait_ready(self, timeout: float = 15.0) -> None:
+        """Wait until the current process has said daemon.ready."""
+        starts = self.starts
+        await wait_until(lambda: self.ready_count() >= starts, timeout, "daemon.ready", self)
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+async def read_events(db: Path) -> list[StoredEvent]:
+    store = await SQLiteStore.open(db)
+    try:
+        return await store.events_after(0, 1_000_000)
+    finally:
+        await store.close()
+
+
+async def wait_until(check: Callable[[], object], timeout: float, what: str,
+                     daemon: DaemonUnderTest | None = None) -> None:
+    """Poll an async-free or async check until it is truthy, else fail with the daemon log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if hasattr(result, "__await__"):
+            result = await result
+        if result:
+            return
+        await anyio.sleep(0.1)
+    tail = daemon.log_tail() if daemon else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")

@@ -1,0 +1,363 @@
+"""What every adapter does with HTTP: one GET, classified into a value the scheduler can act on.
+
+The mapping from what the wire did to what the scheduler sees::
+
+    2xx                         -> the reply (parsed JSON, or the bare response for probes)
+    3xx                         -> the bare response for probes; unexpected for JSON endpoints
+    404, 410                    -> NotFound
+    401, 403                    -> PollFailed(CONFIG)          the key is wrong: shout
+    429, 503                    -> PollFailed(RATE_LIMITED)    with the provider's Retry-After
+    408, other 5xx, network,    -> retried here for a few seconds (stamina),
+      timeouts                     then PollFailed(TRANSIENT)
+    other 4xx                   -> PollFailed(CONFIG)          our request is wrong: shout
+    bad JSON, wrong shape,      -> PollFailed(TRANSIENT) and a ``provider.unparseable`` warning
+      a body over MAX_BODY         carrying the first bytes of the body
+
+Redirects are never followed: a redirect target must not receive our credentials, and for
+Ultravox's ``/recording`` the redirect *is* the answer. Bodies are streamed and cut at
+``MAX_BODY``, so a 50 MB or endless reply costs at most that much memory.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import anyio
+import httpx
+import stamina
+from structlog.typing import FilteringBoundLogger
+
+from worker.model import FailureKind, NotFound, PollFailed
+from worker.signed_urls import parse_timestamp
+
+T = TypeVar("T")
+
+MAX_BODY = 2 * 1024 * 1024
+MAX_RETRY_AFTER = 600.0
+# Wall-clock cap on one attempt: the client's timeouts bound each read, not a reply that
+# trickles in one byte at a time.
+ATTEMPT_DEADLINE = 30.0
+SNIPPET_BYTES = 200
+_RETRY_ATTEMPTS = 3
+_RETRY_TIMEOUT = 5.0
+_MAX_ID_LENGTH = 200
+_TOKEN = re.compile(r"[A-Za-z0-9._:-]+")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_NOT_CREDENTIALS = frozenset({"accept", "accept-encoding", "user-agent"})
+_SECONDS = re.compile(r"\d{1,9}(\.\d{1,6})?", re.ASCII)
+
+
+class UnparseableError(Exception):
+    """The reply does not have the shape the provider documents; the message says where."""
+
+
+class _RetryableError(Exception):
+    """Worth asking again in a moment: a 408 or 5xx (not 503), a network error, a timeout.
+
+    It carries only a status or an exception type name, never the original message: stamina
+    logs the repr of what it retries, and a transport error can quote a header value (h11's
+    "Illegal header value b'...'" would print our key).
+    """
+
+    def __init__(self, what: str, status: int | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A response whose body (if it was wanted) has been read, up to ``MAX_BODY``."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes = b""
+    too_large: bool = False
+
+
+# --------------------------------------------------------------------------- requests
+
+
+async def get_json(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    log: FilteringBoundLogger,
+    parse: Callable[[dict[str, Any]], T],
+) -> T | NotFound | PollFailed:
+    """GET a JSON object and hand it to ``parse`` (which raises ``UnparseableError``)."""
+    reply = await request(client, url, headers=headers, log=log, read_body=True)
+    if not isinstance(reply, Reply):
+        return reply
+    path = urlsplit(url).path
+    data = _json_object(reply, path, headers, log)
+    if isinstance(data, PollFailed):
+        return data
+    try:
+        return parse(data)
+    except UnparseableError as exc:
+        return unparseable(log, str(exc), path, reply.body, headers)
+
+
+def _json_object(
+    reply: Reply, path: str, headers: Mapping[str, str], log: FilteringBoundLogger
+) -> dict[str, Any] | PollFailed:
+    if not 200 <= reply.status < 300:
+        log.warning("provider.unexpected_status", status=reply.status, path=path)
+        return PollFailed(kind=FailureKind.TRANSIENT,
+                          message=f"unexpected HTTP {reply.status} from {path}")
+    if reply.too_large:
+        return unparseable(log, f"reply larger than {MAX_BODY} bytes", path, reply.body, headers)
+    try:
+        data = json.loads(reply.body)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        return unparseable(log, "not JSON", path, reply.body, headers)
+    if not isinstance(data, dict):
+        return unparseable(log, "not a JSON object", path, reply.body, headers)
+    return data
+
+
+async def request(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    log: FilteringBoundLogger,
+    read_body: bool = False,
+) -> Reply | NotFound | PollFailed:
+    """GET ``url`` without following redirects; 2xx and 3xx come back as a ``Reply``.
+
+    Without ``read_body`` the body is never read (the connection is closed instead), which is
+    how an endpoint that may answer with the recording's bytes is asked where they are.
+    """
+    path = urlsplit(url).path
+    try:
+        async for attempt in stamina.retry_context(
+            on=_RetryableError, attempts=_RETRY_ATTEMPTS, timeout=_RETRY_TIMEOUT
+        ):
+            with attempt:
+                reply = await _attempt(client, url, headers, read_body=read_body)
+                return _classify(reply, path, log)
+    except _RetryableError as exc:
+        what = exc.what
+    except httpx.HTTPError as exc:  # not worth a retry, e.g. a body that does not decompress
+        what = type(exc).__name__
+    # Only the type: httpx messages can quote URLs and headers, which can carry credentials.
+    log.warning("provider.request_failed", error=what, path=path)
+    return PollFailed(kind=FailureKind.TRANSIENT, message=f"{what} from {path}")
+
+
+async def _attempt(
+    client: httpx.AsyncClient, url: str, headers: Mapping[str, str], *, read_body: bool
+) -> Reply:
+    try:
+        with anyio.fail_after(ATTEMPT_DEADLINE):
+            async with client.stream("GET", url, headers=headers,
+                                     follow_redirects=False) as resp:
+                status = resp.status_code
+                if status == 408 or (status >= 500 and status != 503):
+                    raise _RetryableError(f"HTTP {status}", status)
+                if not (read_body and resp.is_success):
+                    return Reply(status=status, headers=resp.headers)
+                body, too_large = await _read_capped(resp)
+                return Reply(status=status, headers=resp.headers, body=body,
+                             too_large=too_large)
+    except (httpx.TransportError, TimeoutError) as exc:  # httpx timeouts are TransportErrors
+        raise _RetryableError(type(exc).__name__) from None
+
+
+async def _read_capped(resp: httpx.Response) -> tuple[bytes, bool]:
+    """Read at most ``MAX_BODY`` (decoded) bytes; say whether there was more."""
+    declared = content_length(resp.headers)
+    if declared is not None and declared > MAX_BODY:
+        return b"", True
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in resp.aiter_bytes():
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > MAX_BODY:
+            return b"".join(chunks)[:SNIPPET_BYTES], True
+    return b"".join(chunks), False
+
+
+def _classify(reply: Reply, path: str, log: FilteringBoundLogger) -> Reply | NotFound | PollFailed:
+    status = reply.status
+    if status < 400:
+        return reply
+    if status in (404, 410):
+        return NotFound()
+    if status in (401, 403):
+        log.error("provider.auth_failed", status=status, path=path)
+        return PollFailed(kind=FailureKind.CONFIG,
+                          message=f"HTTP {status} from {path}: key rejected, check the config")
+    if status in (429, 503):
+        retry_after = retry_after_seconds(reply.headers.get("retry-after"))
+        log.warning("provider.rate_limited", status=status, retry_after=retry_after, path=path)
+        return PollFailed(kind=FailureKind.RATE_LIMITED, message=f"HTTP {status} from {path}",
+                          retry_after=retry_after)
+    log.error("provider.rejected", status=status, path=path)
+    return PollFailed(kind=FailureKind.CONFIG,
+                      message=f"HTTP {status} from {path}: the provider refused the request")
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Parse ``Retry-After`` (seconds or an HTTP-date) into seconds within [0, MAX_RETRY_AFTER]."""
+    if value is None:
+        return None
+    text = value.strip()
+    if _SECONDS.fullmatch(text):
+        return min(float(text), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": the sender did not say, and HTTP-dates are GMT anyway
+        when = when.replace(tzinfo=UTC)
+    seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def content_length(headers: httpx.Headers) -> int | None:
+    """The declared body size, if it is a plain non-negative integer."""
+    value = headers.get("content-length", "").strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
+
+
+# --------------------------------------------------------------------------- logging
+
+
+def unparseable(
+    log: FilteringBoundLogger, reason: str, path: str, body: bytes, headers: Mapping[str, str]
+) -> PollFailed:
+    """Log a reply we cannot read (with its first bytes) and turn it into a transient failure."""
+    log.warning("provider.unparseable", reason=reason, path=path, body=snippet(body, headers))
+    return PollFailed(kind=FailureKind.TRANSIENT,
+                      message=f"unparseable reply from {path}: {reason}")
+
+
+def snippet(body: bytes, headers: Mapping[str, str]) -> str:
+    """The first bytes of a body as text, with anything we sent as a credential blanked out.
+
+    Redaction runs on a wider window than is kept, so a key straddling the cut is caught too.
+    """
+    text = body[: SNIPPET_BYTES + 1024].decode("utf-8", "replace")
+    for name, value in headers.items():
+        if name.lower() in _NOT_CREDENTIALS:
+            continue
+        for secret in {value, value.rsplit(" ", 1)[-1]}:  # "Bearer <token>" and <token>
+            if len(secret) >= 4:
+                text = text.replace(secret, "[redacted]")
+    return text[:SNIPPET_BYTES]
+
+
+def clip(value: object, limit: int = 80) -> str:
+    """A provider value short enough to log or quote in a message."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- ids and URLs
+
+
+def check_token(call_id: str) -> str | None:
+    """Why ``call_id`` is not a safe path segment, or None; the reason never echoes the id."""
+    return next((reason for bad, reason in _ID_RULES if bad(call_id)), None)
+
+
+_ID_RULES: tuple[tuple[Callable[[str], bool], str], ...] = (
+    (lambda s: not s, "the call id is empty"),
+    (lambda s: len(s) > _MAX_ID_LENGTH,
+     f"the call id is longer than {_MAX_ID_LENGTH} characters"),
+    (lambda s: any(ch.isspace() or not ch.isprintable() for ch in s),
+     "the call id contains whitespace or control characters"),
+    (lambda s: "/" in s, "the call id contains '/'"),
+    (lambda s: not _TOKEN.fullmatch(s),
+     "the call id may only contain letters, digits, '.', '_', ':' and '-'"),
+    (lambda s: not s.strip("."), "the call id cannot be only dots"),
+)
+
+
+def check_uuid(call_id: str) -> str | None:
+    """Like ``check_token``, and the id must also be a hyphenated UUID."""
+    if (reason := check_token(call_id)) is not None:
+        return reason
+    if not _UUID.fullmatch(call_id):
+        return "the call id must be a UUID like 3f2b8a1e-5c4d-4e6f-8a9b-0c1d2e3f4a5b"
+    return None
+
+
+def resolve_location(request_url: str, location: str) -> str:
+    """An absolute Location as given, byte for byte; a relative one joined to the request URL.
+
+    ``urljoin`` rather than ``httpx.URL.join``: the latter re-encodes, which breaks signatures.
+    """
+    if _SCHEME.match(location):
+        return location
+    return urljoin(request_url, location)
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """Whether ``url`` is on the provider's API itself (the only place our key may go)."""
+    try:
+        return _origin(url) == _origin(base_url)
+    except ValueError:  # a port that is not a number, a broken IPv6 literal
+        return False
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(scheme)
+
+
+# --------------------------------------------------------------------------- fields
+
+
+def typed(obj: Mapping[str, Any], key: str, kind: type[T]) -> T | None:
+    """``obj[key]`` when it is a ``kind``; None when absent or null; UnparseableError otherwise."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise UnparseableError(f"{key} is {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def items(obj: Mapping[str, Any], key: str) -> list[Any]:
+    """A list field; absent or null reads as empty, anything else is UnparseableError."""
+    return typed(obj, key, list) or []
+
+
+def timestamp(obj: Mapping[str, Any], key: str, log: FilteringBoundLogger) -> float | None:
+    """A time field, tolerantly: one we cannot read is logged and reads as unknown.
+
+    Times only inform; refusing the whole poll over one would stall a call on a format change.
+    """
+    value = obj.get(key)
+    if value is None:
+        return None
+    parsed = parse_timestamp(value)
+    if parsed is None:
+        log.warning("provider.bad_field", field=key, value=clip(value))
+    return parsed
+
+
+def size(obj: Mapping[str, Any], *keys: str) -> int | None:
+    """The first of ``keys`` holding a non-negative integer (a byte count), if any."""
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
