@@ -138,7 +138,8 @@ def _run(config: Config) -> int:
 def parse_track_input(config: Config, provider: str, call_id: str, metadata: str | None,
                       webhook: str | None) -> tuple[dict[str, Any], str | None]:
     """Validate ``track`` input (shared with the HTTP API); raise UsageError on bad input."""
-    from worker.config import PROVIDER_NAMES, _http_url
+    from worker.config import PROVIDER_NAMES
+    from worker.config_reader import http_url
     from worker.providers import validate_call_id
 
     if provider not in config.providers:
@@ -157,7 +158,7 @@ def parse_track_input(config: Config, provider: str, call_id: str, metadata: str
             raise UsageError("--metadata must be a JSON object, like '{\"ticket\": 42}'")
         if len(json.dumps(meta)) > 8192:
             raise UsageError("--metadata is larger than 8 KiB: keep references, not documents")
-    if webhook is not None and (problem := _http_url(webhook)) is not None:
+    if webhook is not None and (problem := http_url(webhook)) is not None:
         raise UsageError(f"--webhook {problem}")
     return meta, webhook
 

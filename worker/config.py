@@ -9,14 +9,29 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
+from worker.config_reader import (
+    Reader,
+    Section,
+    http_url,
+    not_empty,
+    one_line,
+    positive_finite,
+    show,
+)
+from worker.config_sections import (
+    ApiConfig,
+    ArchiveConfig,
+    DeliveryConfig,
+    parse_api,
+    parse_archive,
+    parse_delivery,
+)
 from worker.secrets import Secret
 
 DEFAULT_CONFIG_PATH = Path("/etc/callwatch/callwatch.toml")
@@ -90,6 +105,7 @@ class WorkerConfig:
     database: Path
     archive_dir: Path | None = None
     log_level: str = "info"
+    drain_grace: float = 20.0  # on SIGTERM, how long in-flight work may take to finish
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -101,6 +117,9 @@ class Config:
     tracking: TrackingConfig
     providers: Mapping[str, ProviderConfig]
     webhooks: tuple[WebhookConfig, ...] = ()
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -118,205 +137,19 @@ EVENT_TYPE_NAMES = frozenset(
 )
 
 
-# --------------------------------------------------------------------------- reading helpers
-
-
-class _Section:
-    """Typed access to one TOML table that records problems instead of raising."""
-
-    def __init__(self, reader: _Reader, table: Mapping[str, Any], prefix: str) -> None:
-        self._reader = reader
-        self._table = table
-        self._prefix = prefix
-        self._seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self._prefix}.{name}" if self._prefix else name
-
-    def problem(self, name: str, message: str) -> None:
-        self._reader.problem(self.key(name), message)
-
-    def has(self, name: str) -> bool:
-        self._seen.add(name)
-        return name in self._table
-
-    def get(self, name: str, kind: type[T], default: T, check: Callable[[T], str | None] | None
-            = None) -> T:
-        self._seen.add(name)
-        if name not in self._table:
-            return default
-        value = self._table[name]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            try:
-                value = float(value)
-            except OverflowError:  # TOML integers are unbounded in tomllib
-                self.problem(name, f"is too large: {_show(value)}")
-                return default
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.problem(name, f"must be {_kind_name(kind)}, got {_show(value)}")
-            return default
-        if check is not None and (message := check(value)) is not None:
-            self.problem(name, message)
-            return default
-        return value
-
-    def optional_str(self, name: str) -> str | None:
-        value = self.get(name, str, "")
-        return value or None
-
-    def duration(self, name: str, default: float) -> float:
-        return self.get(name, float, default, _positive_finite)
-
-    def table(self, name: str) -> Mapping[str, Any]:
-        return self.get(name, dict, {})
-
-    def unknown(self, allowed_extra: tuple[str, ...] = ()) -> None:
-        for name in self._table:
-            if name not in self._seen and name not in allowed_extra:
-                self.problem(name, "unknown key")
-
-
-class _Reader:
-    def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
-        self.path = path
-        self.environ = environ
-        self.problems: list[str] = []
-
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(_one_line(f"{self.path}: {key}: {message}"))
-
-    def secret(self, section: _Section, base: str, *, required: bool) -> str | None:
-        """Resolve ``{base}_env`` / ``{base}_file``; return the raw value or None.
-
-        Each mistake yields one problem, and no problem ever shows a secret: a value that looks
-        like the secret itself (pasted where a name belongs) is not echoed.
-        """
-        env_key, file_key = f"{base}_env", f"{base}_file"
-        env_given, file_given = section.has(env_key), section.has(file_key)
-        if env_given and file_given:
-            section.problem(env_key, f"give either {env_key} or {file_key}, not both")
-            return None
-        env_name = section.get(env_key, str, "", _env_var_name)
-        file_name = section.get(file_key, str, "", _secret_file_name)
-        if env_name:
-            if env_name not in self.environ:
-                section.problem(env_key, f"environment variable {env_name} is not set")
-                return None
-            value = self.environ[env_name].strip()
-            if not value:
-                section.problem(env_key, f"environment variable {env_name} is empty")
-                return None
-            return value
-        if file_name:
-            return self._read_secret_file(section, file_key, file_name)
-        if required and not env_given and not file_given:
-            section.problem(env_key, f"missing: set {env_key} or {file_key}")
-        return None
-
-    def _read_secret_file(self, section: _Section, key: str, name: str) -> str | None:
-        candidates = []
-        if not Path(name).is_absolute() and (cred := self.environ.get("CREDENTIALS_DIRECTORY")):
-            candidates.append(Path(cred) / name)
-        candidates.append(self.path.parent / name)
-        for candidate in candidates:
-            try:
-                value = candidate.read_text(encoding="utf-8").strip()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                section.problem(key, f"cannot read {candidate}: {exc.strerror}")
-                return None
-            except UnicodeDecodeError:
-                section.problem(key, f"{candidate} is not UTF-8 text")
-                return None
-            except ValueError:  # e.g. an embedded NUL byte in the name
-                section.problem(key, "is not a valid file name")
-                return None
-            if not value:
-                section.problem(key, f"{candidate} is empty")
-                return None
-            return value
-        where = " or ".join(str(c) for c in candidates)
-        section.problem(key, f"file not found: {where}")
-        return None
-
-
-def _one_line(text: str) -> str:
-    """Escape newlines and other control characters (from quoted keys or file names)."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
-def _kind_name(kind: type[Any]) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            dict: "a table", list: "a list"}.get(kind, kind.__name__)
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-_ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_WHSEC_PREFIX = "whsec_"
-
-
-def _env_var_name(value: str) -> str | None:
-    if not value:
-        return "must not be empty"
-    if value.startswith(_WHSEC_PREFIX) or not _ENV_VAR_NAME.fullmatch(value):
-        # Not echoed: this is most often the secret itself, pasted where its name belongs.
-        return "must be the name of an environment variable, not the secret itself"
-    return None
-
-
-def _secret_file_name(value: str) -> str | None:
-    if not value:
-        return "must not be empty"
-    if value.startswith(_WHSEC_PREFIX):
-        return "must be a file name, not the secret itself"
-    return None
-
-
-def _not_empty(value: str) -> str | None:
-    return None if value.strip() else "must not be empty"
-
-
-def _positive_finite(value: float) -> str | None:
-    if not math.isfinite(value) or value <= 0:
-        return "must be a positive number of seconds"
-    return None
-
-
-def _http_url(value: str, *, origin_only: bool = False) -> str | None:
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not 0-65535
-    except ValueError:
-        return f"must be an http(s) URL, got {_show(value)}"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"must be an http(s) URL, got {_show(value)}"
-    if origin_only and (parts.path not in ("", "/") or parts.query or parts.fragment):
-        return "must be an origin only (scheme://host[:port]); the adapter appends the paths"
-    if any(ch.isspace() or ord(ch) < 32 for ch in value):
-        return "must not contain spaces or control characters"
-    return None
-
-
 # --------------------------------------------------------------------------- sections
 
 
-def _tracking(section: _Section, base: TrackingConfig) -> TrackingConfig:
+def _tracking(section: Section, base: TrackingConfig) -> TrackingConfig:
     values = {name: section.duration(name, getattr(base, name)) for name in TRACKING_KEYS}
     return TrackingConfig(**values)
 
 
-def _provider(reader: _Reader, name: str, table: Mapping[str, Any],
+def _provider(reader: Reader, name: str, table: Mapping[str, Any],
               tracking: TrackingConfig) -> ProviderConfig:
-    section = _Section(reader, table, f"providers.{name}")
+    section = Section(reader, table, f"providers.{name}")
     base_url = section.get("base_url", str, DEFAULT_BASE_URLS[name],
-                           lambda v: _http_url(v, origin_only=True)).rstrip("/")
+                           lambda v: http_url(v, origin_only=True)).rstrip("/")
     api_key = reader.secret(section, "api_key", required=name in ("ultravox", "envoy"))
     organization_id = app_id = None
     widget_key = None
@@ -327,7 +160,7 @@ def _provider(reader: _Reader, name: str, table: Mapping[str, Any],
         widget_key = reader.secret(section, "widget_key", required=False)
     concurrency = section.get("concurrency", int, DEFAULT_CONCURRENCY,
                               lambda v: None if 1 <= v <= 10_000 else "must be 1 to 10000")
-    rate_limit = section.get("rate_limit", float, DEFAULT_RATE_LIMIT, _positive_finite)
+    rate_limit = section.get("rate_limit", float, DEFAULT_RATE_LIMIT, positive_finite)
     provider_tracking = _tracking(section, tracking)
     section.unknown()
     return ProviderConfig(
@@ -365,11 +198,11 @@ def split_webhook_secrets(raw: str) -> tuple[list[str], list[str]]:
     return secrets, problems
 
 
-def _webhook(reader: _Reader, index: int, table: Mapping[str, Any]) -> WebhookConfig | None:
-    section = _Section(reader, table, f"webhooks[{index}]")
+def _webhook(reader: Reader, index: int, table: Mapping[str, Any]) -> WebhookConfig | None:
+    section = Section(reader, table, f"webhooks[{index}]")
     if not section.has("url"):
         section.problem("url", "missing")
-    url = section.get("url", str, "", _http_url)
+    url = section.get("url", str, "", http_url)
     raw_secret = reader.secret(section, "secret", required=True)
     secrets: list[str] = []
     if raw_secret is not None:
@@ -410,11 +243,11 @@ def _non_negative_seconds(item: object) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
-def _resolve(section: _Section, name: str, base: Path, value: str) -> Path:
+def _resolve(section: Section, name: str, base: Path, value: str) -> Path:
     try:
         path = Path(value).expanduser()
     except RuntimeError:  # "~user" for a user that does not exist, or no home directory
-        section.problem(name, f"cannot expand ~ in {_show(value)}")
+        section.problem(name, f"cannot expand ~ in {show(value)}")
         path = Path(value)
     return path if path.is_absolute() else (base / path)
 
@@ -422,23 +255,24 @@ def _resolve(section: _Section, name: str, base: Path, value: str) -> Path:
 def parse(data: Mapping[str, Any], path: Path,
           environ: Mapping[str, str] | None = None) -> Config:
     """Validate parsed TOML; raise ConfigError listing every problem."""
-    reader = _Reader(path, os.environ if environ is None else environ)
-    root = _Section(reader, data, "")
-    worker_section = _Section(reader, root.table("worker"), "worker")
-    database = worker_section.get("database", str, "callwatch.db", _not_empty)
+    reader = Reader(path, os.environ if environ is None else environ)
+    root = Section(reader, data, "")
+    worker_section = Section(reader, root.table("worker"), "worker")
+    database = worker_section.get("database", str, "callwatch.db", not_empty)
     archive = worker_section.optional_str("archive_dir")
     log_level = worker_section.get(
         "log_level", str, "info",
         lambda v: None if v in ("debug", "info", "warning", "error")
         else "must be one of debug, info, warning, error")
+    drain_grace = worker_section.duration("drain_grace", 20.0)
     worker_section.unknown()
     base = path.parent
     worker = WorkerConfig(
         database=_resolve(worker_section, "database", base, database),
         archive_dir=_resolve(worker_section, "archive_dir", base, archive) if archive else None,
-        log_level=log_level)
+        log_level=log_level, drain_grace=drain_grace)
 
-    tracking_section = _Section(reader, root.table("tracking"), "tracking")
+    tracking_section = Section(reader, root.table("tracking"), "tracking")
     tracking = _tracking(tracking_section, TrackingConfig())
     tracking_section.unknown()
 
@@ -467,15 +301,15 @@ def parse(data: Mapping[str, Any], path: Path,
             continue
         if (hook := _webhook(reader, index, table)) is not None:
             webhooks.append(hook)
-    root.unknown(allowed_extra=EXTRA_SECTIONS)
+    archive_config = parse_archive(reader, Section(reader, root.table("archive"), "archive"))
+    delivery = parse_delivery(reader, Section(reader, root.table("delivery"), "delivery"))
+    api = parse_api(reader, Section(reader, root.table("api"), "api"))
+    root.unknown()
     if reader.problems:
         raise ConfigError(reader.problems)
     return Config(source=path, worker=worker, tracking=tracking, providers=providers,
-                  webhooks=tuple(webhooks), raw=data)
-
-
-# Top-level tables that later features parse themselves (from ``Config.raw``).
-EXTRA_SECTIONS: tuple[str, ...] = ()
+                  webhooks=tuple(webhooks), archive=archive_config, delivery=delivery, api=api,
+                  raw=data)
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -487,15 +321,15 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     try:
         text = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError([_one_line(f"{path}: file not found")]) from None
+        raise ConfigError([one_line(f"{path}: file not found")]) from None
     except OSError as exc:
-        raise ConfigError([_one_line(f"{path}: cannot read: {exc.strerror}")]) from None
+        raise ConfigError([one_line(f"{path}: cannot read: {exc.strerror}")]) from None
     try:
         data = tomllib.loads(text.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError([_one_line(f"{path}: not UTF-8 text")]) from None
+        raise ConfigError([one_line(f"{path}: not UTF-8 text")]) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([_one_line(f"{path}: invalid TOML: {exc}")]) from None
+        raise ConfigError([one_line(f"{path}: invalid TOML: {exc}")]) from None
     return parse(data, path, environ)
 
 

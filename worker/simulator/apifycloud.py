@@ -27,8 +27,7 @@ _STATUS = {Phase.PENDING: "created", Phase.LIVE: "active", Phase.ENDED: "ended"}
 
 def iso(t: float) -> str:
     """JavaScript's ``Date.toISOString()``: milliseconds and a ``Z``."""
-    moment = datetime.fromtimestamp(t, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _participants(script: CallScript, joined: float, ended: float | None) -> list[dict[str, Any]]:

@@ -65,6 +65,28 @@ def call_object(script: CallScript, now: float) -> dict[str, Any]:
     }
 
 
+def recording_object(script: CallScript, now: float, signer: Signer) -> dict[str, Any] | None:
+    """``GET /api/v1/calls/{id}/recording`` at ``now`` with a fresh link; None while none."""
+    if not script.recordings:
+        return None
+    recording = script.recordings[0]
+    joined, ended = script.joined_at, script.end_time
+    phase = script.recording_phase(recording, now)
+    if phase is not RecordingPhase.AVAILABLE or joined is None or ended is None:
+        return None
+    link = signer.sign(NAME, script.call_id, recording, now)
+    return {
+        "call_id": script.call_id,
+        "url": link.url,
+        "content_type": script.content_type(recording),
+        "expires_at": iso(link.expires_at),
+        "recording_status": "AVAILABLE",
+        "duration_seconds": round(ended - joined, 3),
+        "file_size_bytes": recording.size,
+        "recording_start_time": iso(joined),
+    }
+
+
 def envoy_app(
     world: World, signer: Signer, *, api_key: str, faults: Faults | None = None
 ) -> ProviderApp:
@@ -89,28 +111,8 @@ def envoy_app(
         script = world.get(NAME, request.params["call_id"])
         if script is None:
             return _NOT_FOUND
-        now = world.clock()
-        if not script.recordings:
-            return _NO_RECORDING
-        recording = script.recordings[0]
-        joined, ended = script.joined_at, script.end_time
-        phase = script.recording_phase(recording, now)
-        if phase is not RecordingPhase.AVAILABLE or joined is None or ended is None:
-            return _NO_RECORDING
-        link = signer.sign(NAME, script.call_id, recording, now)
-        return Reply(
-            200,
-            {
-                "call_id": script.call_id,
-                "url": link.url,
-                "content_type": script.content_type(recording),
-                "expires_at": iso(link.expires_at),
-                "recording_status": "AVAILABLE",
-                "duration_seconds": round(ended - joined, 3),
-                "file_size_bytes": recording.size,
-                "recording_start_time": iso(joined),
-            },
-        )
+        found = recording_object(script, world.clock(), signer)
+        return _NO_RECORDING if found is None else Reply(200, found)
 
     router = Router()
     router.add("GET", "/api/v1/calls/{call_id}", get_call)

@@ -192,6 +192,25 @@ class Simulator:
         }
 
 
+def _apps(sim: Simulator, ultravox_rate_limit: float | None) -> dict[str, App]:
+    """One ASGI app per role, all sharing the simulator's world, signer and faults."""
+    world, signer, keys, faults = sim.world, sim.signer, sim.api_keys, sim.faults
+    return {
+        "ultravox": ultravox_app(
+            world,
+            signer,
+            api_key=keys["ultravox"],
+            rate_limit=ultravox_rate_limit,
+            faults=faults["ultravox"],
+        ),
+        "envoy": envoy_app(world, signer, api_key=keys["envoy"], faults=faults["envoy"]),
+        "apifycloud": apifycloud_app(world, signer, faults=faults["apifycloud"]),
+        "files": FileStore(world, signer, faults["files"]),
+        "sink": sim.sink,
+        "control": ControlApp(sim),
+    }
+
+
 @contextlib.asynccontextmanager
 async def run_simulator(
     world: World | None = None,
@@ -207,26 +226,16 @@ async def run_simulator(
     ``ultravox_rate_limit`` requests/s per key before 429 (None: unlimited); ``seed`` seeds
     every target's fault draws.
     """
-    world = world if world is not None else World()
-    keys = {**DEFAULT_API_KEYS, **(api_keys or {})}
-    signer = Signer(ttl=link_ttl)
     faults = {name: Faults(API_FAULTS, seed=seed) for name in PROVIDERS}
     faults["files"] = Faults(DOWNLOAD_FAULTS, seed=seed)
-    sim = Simulator(world=world, signer=signer, sink=Sink(), faults=faults, api_keys=keys)
-    apps: dict[str, App] = {
-        "ultravox": ultravox_app(
-            world,
-            signer,
-            api_key=keys["ultravox"],
-            rate_limit=ultravox_rate_limit,
-            faults=faults["ultravox"],
-        ),
-        "envoy": envoy_app(world, signer, api_key=keys["envoy"], faults=faults["envoy"]),
-        "apifycloud": apifycloud_app(world, signer, faults=faults["apifycloud"]),
-        "files": FileStore(world, signer, faults["files"]),
-        "sink": sim.sink,
-        "control": ControlApp(sim),
-    }
+    sim = Simulator(
+        world=world if world is not None else World(),
+        signer=Signer(ttl=link_ttl),
+        sink=Sink(),
+        faults=faults,
+        api_keys={**DEFAULT_API_KEYS, **(api_keys or {})},
+    )
+    apps = _apps(sim, ultravox_rate_limit)
     quiet_intentional_cuts()
     error: Exception | None = None
     async with anyio.create_task_group() as tg:
@@ -235,7 +244,7 @@ async def run_simulator(
             for name, app in apps.items():
                 sim._roles[name] = role = _Role(app)
                 await role.start(tg)
-            signer.base_url = sim.files_url
+            sim.signer.base_url = sim.files_url
             yield sim
         except Exception as exc:  # re-raised below, outside the group, so it is not wrapped
             error = exc

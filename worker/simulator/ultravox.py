@@ -11,6 +11,7 @@ signal), then 302 to a signed GCS-style link, or 200 with the WAV bytes when the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ _NOT_FOUND = Reply(404, {"detail": "Not found."})
 
 def iso(t: float) -> str:
     """Ultravox's timestamp style: microseconds and a ``Z``."""
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _duration(seconds: float) -> str:
@@ -60,15 +61,8 @@ def call_object(script: CallScript, now: float) -> dict[str, Any]:
     }
 
 
-def ultravox_app(
-    world: World,
-    signer: Signer,
-    *,
-    api_key: str,
-    rate_limit: float | None = 200.0,
-    faults: Faults | None = None,
-) -> ProviderApp:
-    """The ASGI app; ``rate_limit`` None disables the 429s (benchmarks measure the daemon)."""
+def _authorizer(api_key: str, rate_limit: float | None) -> Callable[[Request], Reply | None]:
+    """401 without the key, then 429 + Retry-After past ``rate_limit`` requests/s per key."""
     bucket = TokenBucket(rate_limit) if rate_limit else None
 
     def authorize(request: Request) -> Reply | None:
@@ -83,6 +77,19 @@ def ultravox_app(
             detail = f"Request was throttled. Expected available in {seconds} seconds."
             return Reply(429, {"detail": detail}, [(b"retry-after", str(seconds).encode())])
         return None
+
+    return authorize
+
+
+def ultravox_app(
+    world: World,
+    signer: Signer,
+    *,
+    api_key: str,
+    rate_limit: float | None = 200.0,
+    faults: Faults | None = None,
+) -> ProviderApp:
+    """The ASGI app; ``rate_limit`` None disables the 429s (benchmarks measure the daemon)."""
 
     def get_call(request: Request) -> Reply:
         script = world.get(NAME, request.params["call_id"])
@@ -109,7 +116,7 @@ def ultravox_app(
     return ProviderApp(
         world=world,
         router=router,
-        authorize=authorize,
+        authorize=_authorizer(api_key, rate_limit),
         error=lambda status, message: {"detail": message},
         faults=faults,
     )
