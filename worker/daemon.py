@@ -22,6 +22,7 @@ from anyio.abc import TaskStatus
 from worker import __version__
 from worker.config import Config
 from worker.providers import build_provider
+from worker.providers.base import Provider
 from worker.reconcile import Policy
 from worker.scheduler import Lane, Scheduler
 from worker.store.sqlite import SQLiteStore
@@ -71,6 +72,10 @@ class Runtime:
     store: SQLiteStore
     client: httpx.AsyncClient
     scheduler: Scheduler
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        return {name: lane.provider for name, lane in self.scheduler.lanes.items()}
 
 
 class Daemon:

@@ -77,7 +77,16 @@ class Scheduler:
         self._buckets = {name: TokenBucket(lane.rate_limit) for name, lane in lanes.items()}
         self._wakeups = {name: anyio.Event() for name in lanes}
         self._stopping = False
+        self._listeners: list[Callable[[], None]] = []
         self.stats = SchedulerStats()
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every committed batch (the relay and archiver wake on it)."""
+        self._listeners.append(listener)
+
+    @property
+    def lanes(self) -> Mapping[str, Lane]:
+        return self._lanes
 
     def reconfigure(self, lanes: Mapping[str, Lane]) -> None:
         """Take new policies and limits (SIGHUP) for providers that already have a lane."""
@@ -215,4 +224,6 @@ class Scheduler:
                 continue
             self.stats.commits += 1
             self.stats.last_progress = time.monotonic()
+            for listener in self._listeners:
+                listener()
             return
