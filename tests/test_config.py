@@ -950,3 +950,18 @@ def test_example_config_shows_every_key(key: str) -> None:
 def test_docs_describe_every_key(word: str) -> None:
     """``docs/configuration.md`` names every key, event type and lookup rule."""
     assert f"`{word}`" in DOCS.read_text(encoding="utf-8")
+
+
+def test_commands_without_providers_need_no_secrets(tmp_path: Path) -> None:
+    """With resolve_secrets=False a config whose secret env vars are unset still loads."""
+    path = tmp_path / "callwatch.toml"
+    path.write_text('[providers.ultravox]\napi_key_env = "NOT_SET_ANYWHERE"\n'
+                    '[[webhooks]]\nurl = "https://h.example/x"\nsecret_env = "ALSO_UNSET"\n')
+    config = load(path, environ={}, resolve_secrets=False)
+    assert config.providers["ultravox"].api_key is None
+    with pytest.raises(ConfigError, match="NOT_SET_ANYWHERE"):
+        load(path, environ={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[providers.ultravox]\napi_key_env = "whsec_pasted"\n')
+    with pytest.raises(ConfigError, match="api_key_env"):
+        load(bad, environ={}, resolve_secrets=False)

@@ -90,7 +90,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from worker.demo import run_demo
 
         return run_demo(calls=args.calls)
-    config = load(config_path(args.config, os.environ))
+    # Only the daemon and check-config need the credentials; an operator's shell that tracks a
+    # call or reads status must not need the daemon's secrets.
+    needs_secrets = args.command in ("run", "check-config")
+    config = load(config_path(args.config, os.environ), resolve_secrets=needs_secrets)
     if args.command == "check-config":
         return _check_config(config)
     if args.command == "run":

@@ -252,10 +252,15 @@ def _resolve(section: Section, name: str, base: Path, value: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def parse(data: Mapping[str, Any], path: Path,
-          environ: Mapping[str, str] | None = None) -> Config:
-    """Validate parsed TOML; raise ConfigError listing every problem."""
-    reader = Reader(path, os.environ if environ is None else environ)
+def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None = None, *,
+          resolve_secrets: bool = True) -> Config:
+    """Validate parsed TOML; raise ConfigError listing every problem.
+
+    With ``resolve_secrets=False`` (``track``, ``status``: commands that talk to no provider
+    and sign nothing) secret keys are checked for form but not read, and come out as None.
+    """
+    reader = Reader(path, os.environ if environ is None else environ,
+                    resolve_secrets=resolve_secrets)
     root = Section(reader, data, "")
     worker_section = Section(reader, root.table("worker"), "worker")
     database = worker_section.get("database", str, "callwatch.db", not_empty)
@@ -312,7 +317,8 @@ def parse(data: Mapping[str, Any], path: Path,
                   raw=data)
 
 
-def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+def load(path: Path, environ: Mapping[str, str] | None = None, *,
+         resolve_secrets: bool = True) -> Config:
     """Read and validate the config file at ``path``."""
     try:
         path = path.resolve()
@@ -330,7 +336,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError([one_line(f"{path}: not UTF-8 text")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([one_line(f"{path}: invalid TOML: {exc}")]) from None
-    return parse(data, path, environ)
+    return parse(data, path, environ, resolve_secrets=resolve_secrets)
 
 
 def config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:

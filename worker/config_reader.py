@@ -73,9 +73,11 @@ class Section:
 
 
 class Reader:
-    def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
+    def __init__(self, path: Path, environ: Mapping[str, str], *,
+                 resolve_secrets: bool = True) -> None:
         self.path = path
         self.environ = environ
+        self.resolve_secrets = resolve_secrets
         self.problems: list[str] = []
 
     def problem(self, key: str, message: str) -> None:
@@ -94,6 +96,8 @@ class Reader:
             return None
         env_name = section.get(env_key, str, "", env_var_name)
         file_name = section.get(file_key, str, "", secret_file_name)
+        if not self.resolve_secrets:
+            return None  # a command that talks to no provider needs no credentials
         if env_name:
             if env_name not in self.environ:
                 section.problem(env_key, f"environment variable {env_name} is not set")

@@ -139,8 +139,9 @@ async def _follow(store_path: Path, scripts: list[CallScript], sim: Simulator,
 
 
 async def _demo(calls: int) -> int:
-    from worker import cli
+    from worker import cli, logs
 
+    logs.setup("warning")
     world = World()
     scripts = _scripts(world, calls)
     with tempfile.TemporaryDirectory(prefix="callwatch-demo-") as tmp:

@@ -16,8 +16,7 @@ from worker.simulator import RecordingScript, Simulator, World, expected_sha256
 async def test_lifecycle_from_created_to_available_recordings(
     sim: Simulator, world: World, clock: FakeClock, client: httpx.AsyncClient
 ) -> None:
-    """created -> active (recording processing, url null) -> ended -> available with an S3
-    presigned url that serves the right bytes; a failing recording ends 'failed'."""
+    """created -> active -> ended; recordings processing (url null) -> available or failed."""
     good, bad = (
         RecordingScript(ready_after=2, size=4321),
         RecordingScript(ready_after=1, fails=True),

@@ -25,8 +25,7 @@ RECORDING_FIELDS = {
 async def test_lifecycle_from_scheduled_to_recording_download(
     sim: Simulator, world: World, clock: FakeClock, client: httpx.AsyncClient
 ) -> None:
-    """SCHEDULED -> IN_PROGRESS -> COMPLETED; recording_status null until AVAILABLE; the
-    /recording JSON's url serves the right bytes until expires_at."""
+    """SCHEDULED -> IN_PROGRESS -> COMPLETED, recording_status null -> AVAILABLE, right bytes."""
     call = world.add_call(
         "envoy", starts_after=1, lasts=4, recordings=[RecordingScript(ready_after=2, size=9000)]
     )

@@ -128,8 +128,7 @@ async def _download_link(
 async def test_truncated_download_cuts_the_connection_quietly(
     sim: Simulator, world: World, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """TRUNCATE_BODY promises the full Content-Length, sends `after` bytes and hangs up,
-    without uvicorn logging an error for it."""
+    """TRUNCATE_BODY promises the full length, sends `after` bytes, hangs up, logs nothing."""
     _, link = await _download_link(sim, world, client)
     sim.faults["files"].add(Fault.TRUNCATE_BODY, after=1000, count=1)
     with caplog.at_level(logging.WARNING), pytest.raises(httpx.RemoteProtocolError):

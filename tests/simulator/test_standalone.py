@@ -50,8 +50,7 @@ async def standalone(tmp_path: Path) -> AsyncIterator[tuple[dict[str, Any], Proc
 async def test_standalone_writes_its_port_file_and_is_controllable(
     standalone: tuple[dict[str, Any], Process, Path], client: httpx.AsyncClient
 ) -> None:
-    """The port file lists URLs, keys and the scenario's calls; the control API adds and ends
-    calls, reports digests, sets faults and reads the sink; SIGTERM exits 0 and removes it."""
+    """Port file written; control API adds/ends calls, digests, faults, sink; SIGTERM exits 0."""
     info, process, port_file = standalone
     assert set(info["base_urls"]) == {"ultravox", "envoy", "apifycloud"}
     assert len(info["calls"]) == 5

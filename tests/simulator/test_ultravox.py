@@ -131,8 +131,7 @@ async def test_a_failed_recording_stays_404(
 async def test_above_the_rate_limit_answers_429_with_retry_after(
     world: World, client: httpx.AsyncClient
 ) -> None:
-    """Past the per-key rate, requests get 429 with Retry-After in whole seconds; the link TTL
-    is configurable."""
+    """Past the per-key rate: 429 + Retry-After in whole seconds; the link TTL is configurable."""
     call = world.add_call("ultravox", lasts=0, recordings=[RecordingScript(ready_after=0)])
     async with run_simulator(world, ultravox_rate_limit=3, link_ttl=7) as sim:
         url = f"{sim.base_urls['ultravox']}/api/calls/{call.call_id}/recording"

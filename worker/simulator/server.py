@@ -96,6 +96,10 @@ class _Role:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
     async def start(self, tg: TaskGroup) -> None:
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
         # without it Nagle + delayed ACK add 40 ms to every keep-alive reply.
@@ -176,10 +180,11 @@ class Simulator:
         await self._roles["sink"].stop()
 
     async def sink_up(self) -> None:
-        """Listen again, on the same port."""
+        """Listen again, on the same port (a no-op while it is up)."""
         if self._tg is None:
             raise RuntimeError("the simulator is not running")
-        await self._roles["sink"].start(self._tg)
+        if not self._roles["sink"].running:
+            await self._roles["sink"].start(self._tg)
 
     def describe(self) -> dict[str, Any]:
         """URLs and keys as JSON: what the standalone mode writes to its port file."""
