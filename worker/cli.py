@@ -132,7 +132,7 @@ def _run(config: Config) -> int:
 
     logs.setup(config.worker.log_level)
     try:
-        anyio.run(Daemon(config, early_signals=early).run)
+        anyio.run(Daemon(config, environ=os.environ, early_signals=early).run)
     except StoreError as exc:
         raise CommandError(str(exc)) from exc
     return 0

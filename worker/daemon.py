@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,16 +21,16 @@ import structlog
 from anyio.abc import TaskStatus
 
 from worker import __version__
-from worker.config import Config
+from worker.config import Config, ConfigError, load
+from worker.notify import Notifier
 from worker.providers import build_provider
 from worker.providers.base import Provider
 from worker.reconcile import Policy
 from worker.scheduler import Lane, Scheduler
 from worker.store.sqlite import SQLiteStore
+from worker.supervise import status_line, supervise
 
 log = structlog.get_logger("worker.daemon")
-
-DEFAULT_DRAIN_GRACE = 20.0
 
 
 class Component(Protocol):
@@ -81,10 +82,11 @@ class Runtime:
 class Daemon:
     """Assembles the components from a config and runs them until told to stop."""
 
-    def __init__(self, config: Config, *, drain_grace: float = DEFAULT_DRAIN_GRACE,
+    def __init__(self, config: Config, *, environ: Mapping[str, str] | None = None,
                  early_signals: list[int] | None = None) -> None:
         self.config = config
-        self.drain_grace = drain_grace
+        self.environ = dict(environ) if environ is not None else {}
+        self.notifier = Notifier.from_environ(self.environ)
         self._early = early_signals if early_signals is not None else []
 
     async def run(self) -> None:
@@ -99,45 +101,93 @@ class Daemon:
                                   scheduler=scheduler)
                 await self._run_components(runtime, released)
         finally:
+            with anyio.CancelScope(shield=True):
+                await store.release_leases()
             await store.close()
+            self.notifier.close()
 
     async def _run_components(self, runtime: Runtime, released: int) -> None:
         components: list[Component] = [runtime.scheduler]
+        self._components = components
         async with anyio.create_task_group() as outer:
-            outer.start_soon(self._watch_signals)
+            outer.start_soon(self._watch_signals, runtime)
             async with anyio.create_task_group() as inner:
                 for component in components:
                     await inner.start(component.run)
+                outer.start_soon(supervise, self.notifier, runtime.store, components,
+                                 self._stop.is_set)
                 log.info("daemon.ready", database=str(runtime.store.path),
-                         providers=sorted(runtime.config.providers), leases_recovered=released)
+                         providers=sorted(runtime.config.providers), leases_recovered=released,
+                         components=[type(c).__name__ for c in components])
+                self.notifier.ready(await status_line(runtime.store, components))
                 await self._stop.wait()
                 started = time.monotonic()
-                log.info("daemon.stopping", grace=self.drain_grace)
+                grace = self.config.worker.drain_grace
+                log.info("daemon.stopping", grace=grace)
+                self.notifier.stopping(f"draining in-flight work (up to {grace:.0f} s)")
                 for component in components:
                     component.stop()
-                outer.start_soon(self._deadline, inner.cancel_scope)
+                outer.start_soon(self._deadline, inner.cancel_scope, grace)
             log.info("daemon.stopped", drained_in=round(time.monotonic() - started, 3))
             outer.cancel_scope.cancel()
 
-    async def _deadline(self, scope: anyio.CancelScope) -> None:
+    async def _deadline(self, scope: anyio.CancelScope, grace: float) -> None:
         """Cancel the components when the grace runs out or a second signal comes."""
-        with anyio.move_on_after(self.drain_grace):
+        with anyio.move_on_after(grace):
             await self._second.wait()
         if not scope.cancel_called:
             log.warning("daemon.drain_cut_short",
                         reason="second signal" if self._second.is_set() else "grace expired")
         scope.cancel()
 
-    async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    async def _watch_signals(self, runtime: Runtime) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             if self._early:
                 log.info("daemon.signal", signal=signal.Signals(self._early[0]).name,
                          during="start-up")
                 self._stop.set()
             async for signum in signals:
                 log.info("daemon.signal", signal=signal.Signals(signum).name)
-                if self._stop.is_set():
+                if signum == signal.SIGHUP:
+                    if not self._stop.is_set():
+                        await self._reload(runtime)
+                elif self._stop.is_set():
                     self._second.set()
                 else:
                     self._stop.set()
 
+    async def _reload(self, runtime: Runtime) -> None:
+        """SIGHUP: re-read the config; apply what can change live, keep the old one if bad."""
+        self.notifier.reloading()
+        try:
+            new = await anyio.to_thread.run_sync(load, self.config.source, self.environ)
+        except ConfigError as exc:
+            log.error("config.reload_rejected", problems=exc.problems,  # noqa: TRY400 - a user mistake, not a crash: no traceback
+                      hint="the previous configuration stays in force")
+        else:
+            for what in restart_needed(self.config, new):
+                log.warning("config.restart_needed", setting=what,
+                            hint="this change takes effect at the next restart")
+            self.config = runtime.config = new
+            runtime.scheduler.reconfigure(lanes_for(new, runtime.client))
+            for component in self._components:
+                reconfigure = getattr(component, "reconfigure", None)
+                if reconfigure is not None and component is not runtime.scheduler:
+                    reconfigure(new)
+            log.info("config.reloaded", source=str(new.source), webhooks=len(new.webhooks),
+                     providers=sorted(new.providers))
+        self.notifier.ready(await status_line(runtime.store, self._components))
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """Settings a running daemon cannot change: where its state lives, what it listens on."""
+    changed = []
+    if old.worker.database != new.worker.database:
+        changed.append("worker.database")
+    if old.worker.archive_dir != new.worker.archive_dir:
+        changed.append("worker.archive_dir")
+    if old.api.listen != new.api.listen:
+        changed.append("api.listen")
+    if set(old.providers) != set(new.providers):
+        changed.append("providers (added or removed)")
+    return changed

@@ -59,6 +59,7 @@ class SchedulerStats:
     events: Counter[str] = field(default_factory=Counter)  # event type -> n
     commits: int = 0
     last_progress: float = field(default_factory=time.monotonic)
+    lane_progress: dict[str, float] = field(default_factory=dict)  # provider -> monotonic
 
 
 class Scheduler:
@@ -102,6 +103,14 @@ class Scheduler:
             if name in self._wakeups:
                 self._wakeups[name].set()
 
+    def progress(self) -> float:
+        """When the slowest lane last went round its loop (monotonic): the watchdog's input."""
+        return min(self.stats.lane_progress.values(), default=self.stats.last_progress)
+
+    def describe(self) -> str:
+        """A fragment for the systemd STATUS= line."""
+        return f"{sum(self.stats.in_flight.values())} polls in flight"
+
     def stop(self) -> None:
         """Stop claiming; polls in flight finish and their results are committed."""
         self._stopping = True
@@ -121,12 +130,17 @@ class Scheduler:
     async def _lane(self, name: str, send: MemoryObjectSendStream[PollApplied]) -> None:
         async with send, anyio.create_task_group() as polls:
             while not self._stopping:
-                self.stats.last_progress = time.monotonic()
+                self.stats.last_progress = self.stats.lane_progress[name] = time.monotonic()
                 lane = self._lanes[name]
                 free = lane.concurrency - self.stats.in_flight[name]
                 claimed: list[TrackedCall] = []
                 if free > 0 and self._buckets[name].paused_for == 0:
-                    claimed = await self._store.claim_due_calls(name, self._clock(), free)
+                    try:
+                        claimed = await self._store.claim_due_calls(name, self._clock(), free)
+                    except Exception:  # locked or full database: keep the lane alive, retry
+                        log.exception("store.claim_failed", provider=name)
+                        await anyio.sleep(1.0)
+                        continue
                 for call in claimed:
                     self.stats.in_flight[name] += 1
                     polls.start_soon(self._poll, name, call, send)
@@ -141,7 +155,11 @@ class Scheduler:
         if paused:
             wait = min(wait, paused)
         elif had_room:
-            due = await self._store.next_due_at(name)
+            try:
+                due = await self._store.next_due_at(name)
+            except Exception:
+                log.exception("store.read_failed", provider=name)
+                due = None
             if due is not None:
                 wait = min(wait, max(0.0, due - self._clock()))
         if wait <= 0:

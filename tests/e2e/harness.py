@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -45,9 +46,15 @@ class DaemonUnderTest:
         self.proc.kill()
         self.exit_codes.append(self.proc.wait())
 
-    def stop(self) -> int:
+    async def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait without blocking the event loop (the simulator shares it)."""
         assert self.proc is not None
-        code = stop_daemon(self.proc)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
+            await anyio.sleep(0.05)  # a child's exit is no event we can await here
+        code = stop_daemon(self.proc, timeout=1.0)
         self.exit_codes.append(code)
         self.proc = None
         return code

@@ -81,7 +81,7 @@ async def test_calls_of_every_provider_complete(sim: Simulator, tmp_path: Path) 
         await wait_until(lambda: _all_terminal(daemon.db, len(scripts)), 30, "all calls settled",
                          daemon)
     finally:
-        assert daemon.stop() == 0
+        assert await daemon.stop() == 0
     check_histories(await read_events(daemon.db), scripts)
     events = [line["event"] for line in daemon.log_lines()]
     assert "daemon.ready" in events and "daemon.stopped" in events
@@ -107,7 +107,7 @@ async def test_call_tracked_while_running_is_picked_up_within_about_a_second(
                          daemon)
         assert time.monotonic() - tracked < 3.0
     finally:
-        assert daemon.stop() == 0
+        assert await daemon.stop() == 0
 
 
 async def _has_event(db: Path, kind: str) -> bool:
@@ -131,7 +131,7 @@ async def test_sigkill_and_restart_lose_and_duplicate_nothing(sim: Simulator,
         await wait_until(lambda: _all_terminal(daemon.db, len(scripts)), 40,
                          "all calls settled after kills", daemon)
     finally:
-        assert daemon.stop() == 0
+        assert await daemon.stop() == 0
     assert daemon.exit_codes[:2] == [-9, -9]
     check_histories(await read_events(daemon.db), scripts)
 
@@ -165,5 +165,5 @@ async def test_calls_that_vanish_fail_tracking(sim: Simulator, tmp_path: Path) -
         await wait_until(lambda: _has_event(daemon.db, "call.tracking_failed"), 20,
                          "tracking_failed", daemon)
     finally:
-        assert daemon.stop() == 0
+        assert await daemon.stop() == 0
     assert [e.type for e in await read_events(daemon.db)] == ["call.tracking_failed"]

@@ -32,6 +32,7 @@ from worker.events import body, event_id
 from worker.model import RecordingState, TrackedCall
 from worker.store import rows
 from worker.store.base import Counts, NewCall, PollApplied, StoredEvent, StoreError
+from worker.store.deliveries import DeliveryMixin
 
 log = structlog.get_logger("worker.store")
 
@@ -57,8 +58,8 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class SQLiteStore:
-    """Store Protocol over one SQLite file."""
+class SQLiteStore(DeliveryMixin):
+    """Store Protocol (and DeliveryStore, see ``store/deliveries.py``) over one SQLite file."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path, owner: str) -> None:
         self._conn = conn
@@ -291,6 +292,13 @@ class SQLiteStore:
         if released:
             log.info("store.leases_recovered", calls=released, owners=len(dead))
         return released
+
+    async def release_leases(self) -> int:
+        """At a clean stop: hand back what we claimed but did not finish, for the next start."""
+        async with self._write() as db:
+            cursor = await db.execute("UPDATE calls SET lease_owner = NULL, lease_until = NULL "
+                                      "WHERE lease_owner = ?", (self.owner,))
+            return cursor.rowcount
 
     async def integrity_check(self) -> str:
         row = await self._fetchone("PRAGMA integrity_check")
