@@ -83,7 +83,7 @@ class Reader:
     def problem(self, key: str, message: str) -> None:
         self.problems.append(one_line(f"{self.path}: {key}: {message}"))
 
-    def secret(self, section: Section, base: str, *, required: bool) -> str | None:
+    def secret(self, section: Section, base: str, *, required: bool) -> str | None:  # noqa: PLR0911 - one return per mistake reported
         """Resolve ``{base}_env`` / ``{base}_file``; return the raw value or None.
 
         Each mistake yields one problem, and no problem ever shows a secret: a value that looks
