@@ -1,0 +1,80 @@
+"""Shared pieces of the API tests: a config, a runtime over a real store, and Ultravox signing."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from worker.config import Config, parse
+from worker.scheduler import SchedulerStats
+from worker.store.sqlite import SQLiteStore
+
+TOKEN = "test-api-token-5f1e"  # noqa: S105 - a test credential
+HOOK_SECRET = "test-ultravox-webhook-secret"  # noqa: S105
+ENVIRON = {"API_TOKEN": TOKEN, "UV_HOOK": HOOK_SECRET, "UV_KEY": "k", "ENVOY_KEY": "k"}
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+UV_ID = "6f1c2a9e-5b8d-4f3e-9a0b-2c4d6e8f0a1b"
+ENVOY_ID = "call_0b9e6f52-3c1d-4e7a-9f20-5d8c7b6a4e31"
+
+
+def make_config(tmp_path: Path, *, hook_secret: bool = True) -> Config:
+    """ultravox and envoy configured (apifycloud is not), the API on with a token."""
+    api: dict[str, Any] = {"listen": "127.0.0.1:8787", "token_env": "API_TOKEN"}
+    if hook_secret:
+        api["ultravox_webhook_secret_env"] = "UV_HOOK"  # noqa: S105 - a variable name
+    data = {
+        "worker": {"database": "callwatch.db"},
+        "providers": {
+            "ultravox": {"base_url": "http://127.0.0.1:9", "api_key_env": "UV_KEY"},
+            "envoy": {"base_url": "http://127.0.0.1:9", "api_key_env": "ENVOY_KEY"},
+        },
+        "api": api,
+    }
+    return parse(data, tmp_path / "callwatch.toml", ENVIRON)
+
+
+@dataclass
+class RecordingScheduler:
+    """The scheduler's face as the API sees it, remembering every wake-up."""
+
+    stats: SchedulerStats = field(default_factory=SchedulerStats)
+    woken: list[str | None] = field(default_factory=list)
+
+    def wake(self, provider: str | None = None) -> None:
+        self.woken.append(provider)
+
+
+@dataclass
+class FakeRelay:
+    """Stands in for the webhook relay: a Counter of outcomes, like the real one."""
+
+    stats: dict[str, int] = field(default_factory=dict)
+    delivery_seconds: float = 0.0
+    oldest_pending_at: float | None = None
+
+
+@dataclass
+class TestRuntime:
+    """What the daemon's Runtime offers the API, with a recording scheduler."""
+
+    __test__ = False  # not a pytest test class
+
+    config: Config
+    store: SQLiteStore
+    scheduler: RecordingScheduler = field(default_factory=RecordingScheduler)
+    relay: FakeRelay | None = None
+
+
+def ultravox_headers(body: bytes, *secrets: str, at: datetime | None = None,
+                     skew: float = 0.0) -> dict[str, str]:
+    """Headers as Ultravox sends them (its documented recipe, written independently here)."""
+    moment = (at or datetime.now(UTC)) + timedelta(seconds=skew)
+    stamp = moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    signatures = [hmac.new(s.encode(), body + stamp.encode(), hashlib.sha256).hexdigest()
+                  for s in secrets]
+    return {"X-Ultravox-Webhook-Timestamp": stamp,
+            "X-Ultravox-Webhook-Signature": ",".join(signatures)}

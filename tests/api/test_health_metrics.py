@@ -1,0 +1,157 @@
+"""GET /healthz and GET /metrics over real HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.api.support import ENVOY_ID, UV_ID, FakeRelay, TestRuntime
+from worker.store.base import NewCall
+from worker.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_healthz_is_200_while_the_loops_progress(anonymous: httpx.AsyncClient) -> None:
+    """Fresh progress and a working database: 200 {"ok": true}, no token needed."""
+    reply = await anonymous.get("/healthz")
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["ok"] is True
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["scheduler"]["progress_age"] < 30
+
+
+async def test_healthz_is_503_when_the_scheduler_is_stuck(anonymous: httpx.AsyncClient,
+                                                          runtime: TestRuntime) -> None:
+    """No scheduler progress for a minute: 503 with the reason."""
+    runtime.scheduler.stats.last_progress = time.monotonic() - 60
+    reply = await anonymous.get("/healthz")
+    assert reply.status_code == 503
+    assert reply.json()["ok"] is False
+    assert "the scheduler made no progress for 60 s" in reply.json()["error"]
+
+
+async def test_healthz_is_503_when_the_database_fails(anonymous: httpx.AsyncClient,
+                                                      runtime: TestRuntime,
+                                                      tmp_path: Path) -> None:
+    """A database that does not answer makes the probe fail, not hang or 500."""
+    broken = await SQLiteStore.open(tmp_path / "other.db")
+    await broken.close()
+    runtime.store = broken  # closed: every query raises
+    reply = await anonymous.get("/healthz")
+    assert reply.status_code == 503
+    assert "the database does not answer" in reply.json()["error"]
+
+
+async def test_healthz_counts_a_stuck_relay(anonymous: httpx.AsyncClient,
+                                            runtime: TestRuntime) -> None:
+    """Every loop that reports progress is checked, the relay included."""
+
+    class StuckRelay(FakeRelay):
+        def progress(self) -> float:
+            return time.monotonic() - 45
+
+    runtime.relay = StuckRelay()
+    reply = await anonymous.get("/healthz")
+    assert reply.status_code == 503
+    assert "the relay made no progress" in reply.json()["error"]
+
+
+def families(text: str) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+    """Parsed with prometheus_client's own parser: family -> (sample, labels) -> value."""
+    found: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for family in text_string_to_metric_families(text):
+        found[family.name] = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                              for s in family.samples}
+    return found
+
+
+async def test_metrics_scrape_parses_and_holds_the_expected_values(
+        client: httpx.AsyncClient, store: SQLiteStore, runtime: TestRuntime) -> None:
+    """Calls by state, polls, latency, 429s, events, deliveries: all parse, with our numbers."""
+    now = time.time()
+    await store.track(NewCall(provider="ultravox", call_id=UV_ID), now)
+    await store.track(NewCall(provider="envoy", call_id=ENVOY_ID), now)
+    stats = runtime.scheduler.stats
+    stats.polls.update({"ok": 7, "rate_limited": 2})
+    stats.poll_seconds = 1.25
+    stats.rate_limited["ultravox"] = 2
+    stats.events.update({"call.started": 3, "call.ended": 1})
+    runtime.relay = FakeRelay(stats=Counter(delivered=5, failed=1), delivery_seconds=0.5,
+                              oldest_pending_at=now - 12)
+    await client.get("/healthz")
+    reply = await client.get("/metrics")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    got = families(reply.text)
+
+    calls = got["callwatch_calls"]
+    assert calls[("callwatch_calls", (("provider", "ultravox"), ("state", "pending")))] == 1
+    assert calls[("callwatch_calls", (("provider", "envoy"), ("state", "pending")))] == 1
+    assert calls[("callwatch_calls", (("provider", "envoy"), ("state", "completed")))] == 0
+    polls = got["callwatch_polls"]
+    assert polls[("callwatch_polls_total", (("outcome", "ok"),))] == 7
+    assert polls[("callwatch_polls_total", (("outcome", "transient"),))] == 0
+    latency = got["callwatch_poll_duration_seconds"]
+    assert latency[("callwatch_poll_duration_seconds_sum", ())] == 1.25
+    assert latency[("callwatch_poll_duration_seconds_count", ())] == 9
+    limited = got["callwatch_provider_rate_limited"]
+    assert limited[("callwatch_provider_rate_limited_total", (("provider", "ultravox"),))] == 2
+    assert limited[("callwatch_provider_rate_limited_total", (("provider", "envoy"),))] == 0
+    emitted = got["callwatch_events_emitted"]
+    assert emitted[("callwatch_events_emitted_total", (("type", "call.started"),))] == 3
+    deliveries = got["callwatch_deliveries"]
+    assert deliveries[("callwatch_deliveries_total", (("outcome", "delivered"),))] == 5
+    assert got["callwatch_delivery_duration_seconds"][
+        ("callwatch_delivery_duration_seconds_count", ())] == 6
+    age = got["callwatch_oldest_pending_event_age_seconds"][
+        ("callwatch_oldest_pending_event_age_seconds", ())]
+    assert 11 < age < 60
+    undelivered = got["callwatch_deliveries_undelivered"]
+    assert undelivered[("callwatch_deliveries_undelivered", (("state", "dead"),))] == 0
+    requests = got["callwatch_http_requests"]
+    assert requests[("callwatch_http_requests_total",
+                     (("code", "200"), ("route", "/healthz")))] == 1
+    assert got["callwatch_build_info"]
+    assert "callwatch_downloads" not in got  # no archiver here: skipped, not faked
+
+
+async def test_metrics_without_relay_skip_its_families(client: httpx.AsyncClient) -> None:
+    """What does not exist is left out; the scrape still succeeds."""
+    got = families((await client.get("/metrics")).text)
+    assert "callwatch_deliveries" not in got
+    assert "callwatch_calls" in got and "callwatch_polls" in got
+
+
+async def test_metrics_label_values_are_escaped(client: httpx.AsyncClient,
+                                                runtime: TestRuntime) -> None:
+    """A label value with quotes, backslashes or newlines still parses."""
+    runtime.scheduler.stats.events['odd"type\\with\nnewline'] += 1
+    got = families((await client.get("/metrics")).text)
+    assert got["callwatch_events_emitted"][
+        ("callwatch_events_emitted_total", (("type", 'odd"type\\with\nnewline'),))] == 1
+
+
+async def test_metrics_read_the_archivers_own_stats(client: httpx.AsyncClient,
+                                                   runtime: TestRuntime) -> None:
+    """Downloads by outcome, bytes, in flight and paused come from ArchiverStats as it is."""
+    from worker.archive.archiver import ArchiverStats
+
+    class Archiver:
+        stats = ArchiverStats(archived=4, archive_failed=1, bytes=4096, in_flight=2,
+                              paused="disk full")
+
+    runtime.archiver = Archiver()  # type: ignore[attr-defined]
+    got = families((await client.get("/metrics")).text)
+    downloads = got["callwatch_downloads"]
+    assert downloads[("callwatch_downloads_total", (("outcome", "archived"),))] == 4
+    assert downloads[("callwatch_downloads_total", (("outcome", "archive_failed"),))] == 1
+    assert got["callwatch_download_bytes"][("callwatch_download_bytes_total", ())] == 4096
+    assert got["callwatch_downloads_in_flight"][("callwatch_downloads_in_flight", ())] == 2
+    assert got["callwatch_archive_paused"][("callwatch_archive_paused", ())] == 1

@@ -1,0 +1,106 @@
+"""``POST /v1/calls`` and ``GET /v1/calls/{provider}/{call_id}``.
+
+Tracking goes through ``cli.parse_track_input``, the function ``callwatch track`` uses, so a
+call the API accepts is exactly a call the command would accept (and the other way round);
+only the JSON shape checks are the API's own. Like ``track``, the POST is idempotent: the
+second time it answers 200 and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+
+from worker.api.asgi import HttpError, Reply, Request, json_reply
+from worker.api.runtime import Context
+from worker.cli import UsageError, parse_track_input
+from worker.events import rfc3339
+from worker.status import call_json
+from worker.store.base import NewCall
+
+log = structlog.get_logger("worker.api")
+
+BODY_LIMIT = 64 * 1024
+FIELDS: dict[str, type[Any]] = {"provider": str, "call_id": str, "metadata": dict, "webhook": str}
+REQUIRED = ("provider", "call_id")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON: no NaN/Infinity (not JSON, and nothing downstream could send them on)."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise HttpError(400, f"the body is not valid JSON: {exc.msg} at {exc.pos}") from None
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, NaN, huge ints, deep nesting
+        reason = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
+        raise HttpError(400, f"the body is not valid JSON: {reason[:120]}") from None
+
+
+def track_request(body: Any) -> dict[str, Any]:
+    """The body's fields, type-checked; ``null`` for an optional field means absent."""
+    if not isinstance(body, dict):
+        raise HttpError(400, 'the body must be a JSON object like {"provider": "ultravox", '
+                             '"call_id": "..."}')
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise HttpError(400, f"unknown field {unknown[0][:40]!r} (known: {', '.join(FIELDS)})")
+    for name in REQUIRED:
+        if body.get(name) is None:
+            raise HttpError(400, f"{name!r} is required")
+    for name, kind in FIELDS.items():
+        value = body.get(name)
+        if value is not None and not isinstance(value, kind):
+            raise HttpError(400, f"{name!r} must be {_kind(kind())}, got {_kind(value)}")
+    return body
+
+
+def _kind(value: object) -> str:
+    """A JSON type's name, for error messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    names = {int: "a number", float: "a number", str: "a string", list: "an array",
+             dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+async def track(ctx: Context, request: Request) -> Reply:
+    """Track a call: 201 when new, 200 when it already was (nothing changes then)."""
+    fields = track_request(parse_json(await request.body(BODY_LIMIT)))
+    provider, call_id = fields["provider"], fields["call_id"]
+    metadata = fields.get("metadata")
+    try:
+        meta, webhook = parse_track_input(
+            ctx.runtime.config, provider, call_id,
+            json.dumps(metadata) if metadata is not None else None, fields.get("webhook"))
+    except UsageError as exc:
+        # The shared messages name the command's options ("--metadata ..."): name the fields.
+        raise HttpError(400, str(exc).removeprefix("--")) from None
+    created = await ctx.runtime.store.track(
+        NewCall(provider=provider, call_id=call_id, metadata=meta, webhook_url=webhook),
+        ctx.clock())
+    if created:
+        ctx.runtime.scheduler.wake(provider)  # poll it now, not at the next idle tick
+        log.info("api.tracked", provider=provider, call_id=call_id)
+    call = await ctx.runtime.store.get_call(provider, call_id)
+    if call is None:  # tracked a moment ago: only a concurrent wipe of the database does this
+        raise HttpError(503, "the call was tracked but cannot be read back; retry")
+    return json_reply(201 if created else 200, {"tracked": created, **call_json(call)})
+
+
+async def get(ctx: Context, request: Request) -> Reply:
+    """One call with its recordings and events, like ``callwatch status P ID --json``."""
+    provider, call_id = request.params["provider"], request.params["call_id"]
+    call = await ctx.runtime.store.get_call(provider, call_id)
+    if call is None:
+        raise HttpError(404, f"{provider[:40]!r} call {call_id[:80]!r} is not tracked")
+    events = await ctx.runtime.store.call_events(provider, call_id)
+    data = call_json(call)
+    data["events"] = [{"id": e.id, "type": e.type, "at": rfc3339(e.occurred_at)}
+                      for e in events]
+    return json_reply(200, data)

@@ -1,0 +1,193 @@
+"""The API as a daemon component: uvicorn inside the daemon's task group, on a socket we bind.
+
+Binding the socket ourselves (rather than letting uvicorn do it) means the address is known
+and checked before ``task_status.started()``: a port in use fails the daemon's start with a
+clear error instead of a log line nobody reads. uvicorn touches neither signals nor logging
+config: the daemon owns both, and ``stop()`` is how it asks the server to finish.
+
+``[api] listen`` is ``HOST:PORT`` (TCP) or an absolute path (a unix socket, mode 0660, for a
+reverse proxy on the same machine; a stale socket file left by a crash is replaced, a live
+one is not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+import structlog
+import uvicorn
+from anyio.abc import TaskStatus
+
+from worker.api.app import ApiApp
+from worker.api.runtime import ApiRuntime
+
+log = structlog.get_logger("worker.api")
+
+SHUTDOWN_GRACE = 5  # seconds in-flight requests get once the daemon stops
+MAX_CONNECTIONS = 256  # past this uvicorn answers 503: the API must not starve the daemon
+
+
+class ListenError(Exception):
+    """The configured address cannot be listened on."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that reports readiness, stops promptly, and leaves signals to its host."""
+
+    def __init__(self, config: uvicorn.Config, started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._started = started
+        self._exit = anyio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self._started()
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 10) % 864000  # a multiple of 10: refresh the Date header
+            with anyio.move_on_after(1.0):
+                await self._exit.wait()
+
+    def request_exit(self) -> None:
+        self.should_exit = True
+        self._exit.set()
+
+
+class _ToStructlog(logging.Handler):
+    """uvicorn logs through the standard library; the daemon's log is structlog lines (JSON
+    for journald), so a stray plain-text line would break whoever parses it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        method = log.error if record.levelno >= logging.ERROR else log.warning
+        method("uvicorn.log", logger=record.name, message=record.getMessage())
+
+
+def _route_uvicorn_logs() -> None:
+    logger = logging.getLogger("uvicorn")
+    if not any(isinstance(handler, _ToStructlog) for handler in logger.handlers):
+        logger.addHandler(_ToStructlog(logging.WARNING))
+        logger.propagate = False
+
+
+def bind(listen: str) -> socket.socket:
+    """A bound (not yet listening) socket for ``HOST:PORT`` or a unix socket path."""
+    if listen.startswith("/"):
+        return _bind_unix(Path(listen))
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")  # "[::1]:8787"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP,
+            flags=socket.AI_PASSIVE)[0]
+    except (OSError, ValueError) as exc:
+        raise ListenError(f"[api] listen {listen!r}: {exc}") from exc
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it Nagle + delayed ACK add 40 ms to every keep-alive reply.
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"[api] listen {listen!r}: {exc.strerror}") from exc
+    return sock
+
+
+def _bind_unix(path: Path) -> socket.socket:
+    _remove_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        # Before listen(): nobody can connect while the mode is still the umask's.
+        os.chmod(path, 0o660)  # noqa: PTH101 - the path form is what we bound
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"[api] listen {str(path)!r}: {exc.strerror}") from exc
+    return sock
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete a socket file nobody listens on; refuse to touch anything else."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ListenError(f"[api] listen {str(path)!r}: exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        path.unlink(missing_ok=True)  # left behind by a process that died
+        return
+    except OSError:
+        return  # let bind() report it
+    finally:
+        probe.close()
+    raise ListenError(f"[api] listen {str(path)!r}: another process is listening there")
+
+
+def _close(sock: socket.socket, address: object) -> None:
+    """Close the listener; a unix socket's file goes too, so the next start finds none."""
+    sock.close()
+    if isinstance(address, str):
+        Path(address).unlink(missing_ok=True)
+
+
+class ApiServer:
+    """The daemon component serving ``ApiApp`` until ``stop()``."""
+
+    def __init__(self, runtime: ApiRuntime, *, listen: str | None = None,
+                 app: ApiApp | None = None) -> None:
+        self.listen = listen or runtime.config.api.listen or ""
+        self.app = app if app is not None else ApiApp(runtime)
+        self.address: str | tuple[str, int] | None = None  # once bound: path or (host, port)
+        self._server: _Server | None = None
+        self._stopping = False
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` for a TCP listener (tests and benchmarks use it)."""
+        if isinstance(self.address, tuple):
+            host, port = self.address[0], self.address[1]
+            return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        raise RuntimeError("not listening on TCP")
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        sock = bind(self.listen)
+        self.address = sock.getsockname()
+        config = uvicorn.Config(
+            self.app, http="httptools", ws="none", lifespan="off", access_log=False,
+            log_config=None, log_level="warning", proxy_headers=False, server_header=False,
+            timeout_keep_alive=30, timeout_graceful_shutdown=SHUTDOWN_GRACE,
+            limit_concurrency=MAX_CONNECTIONS)
+        _route_uvicorn_logs()
+        self._server = _Server(config, started=task_status.started)
+        if self._stopping:
+            self._server.request_exit()
+        try:
+            log.info("api.listening", address=self.listen if isinstance(self.address, str)
+                     else self.url)
+            await self._server.serve(sockets=[sock])
+        finally:
+            _close(sock, self.address)
+            log.info("api.stopped")
+
+    def stop(self) -> None:
+        """Stop accepting connections; requests in flight get ``SHUTDOWN_GRACE`` seconds."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.request_exit()
