@@ -199,3 +199,67 @@ async def test_concurrent_track_from_another_process(tmp_path: Path) -> None:
     assert counts.events == 450
     assert await store.integrity_check() == "ok"
     await store.close()
+
+
+async def test_track_many_tracks_each_new_call_once_due_at_its_own_time(
+        store: SQLiteStore) -> None:
+    """A bulk import tracks the new calls in one go, each due at its own time."""
+    await store.track(NewCall(provider="envoy", call_id="old", metadata={"k": 1}), T0)
+    added = await store.track_many([
+        (NewCall(provider="envoy", call_id=f"n{i}"), T0 + 10 + i) for i in range(3)
+    ] + [(NewCall(provider="envoy", call_id="old", metadata={"k": 2}), T0 + 99)])
+    assert added == 3
+    old = await store.get_call("envoy", "old")
+    assert old is not None and old.metadata == {"k": 1} and old.next_poll_at == T0
+    claimed = await store.claim_due_calls("envoy", T0 + 11.5, 10)
+    assert [c.call_id for c in claimed] == ["old", "n0", "n1"]
+
+
+async def test_claim_brings_the_recordings_of_calls_that_have_some(store: SQLiteStore) -> None:
+    """A claimed call comes with its recordings; one without any comes with none."""
+    for call_id in ("with", "without"):
+        await store.track(NewCall(provider="apifycloud", call_id=call_id), T0)
+    for call in await store.claim_due_calls("apifycloud", T0, 2):
+        recordings = (RecordingSnapshot(id="r1", status=RecordingStatus.PROCESSING),)
+        snap = Snapshot(status=CallStatus.LIVE, provider_status="active", started_at=T0,
+                        recordings=recordings if call.call_id == "with" else ())
+        decision = on_poll(call, snap, T0 + 1, POLICY, 0.0)
+        await store.apply_poll_results([PollApplied(decision=decision, result=snap)], T0 + 1)
+    claimed = {c.call_id: c for c in await store.claim_due_calls("apifycloud", T0 + 10**5, 2)}
+    assert [r.id for r in claimed["with"].recordings] == ["r1"]
+    assert claimed["without"].recordings == ()
+
+
+async def test_a_lone_poll_that_changes_nothing_is_still_persisted(store: SQLiteStore) -> None:
+    """A single result without events or recordings updates the call and frees its lease."""
+    await store.track(NewCall(provider="ultravox", call_id="a"), T0)
+    [call] = await store.claim_due_calls("ultravox", T0, 1)
+    snap = Snapshot(status=CallStatus.PENDING, provider_status="created")
+    decision = on_poll(call, snap, T0 + 1, POLICY, 0.5)
+    assert decision.events == ()
+    await store.apply_poll_results([PollApplied(decision=decision, result=snap)], T0 + 1)
+    assert await store.next_due_at("ultravox") == decision.call.next_poll_at
+    stored = await store.get_call("ultravox", "a")
+    assert stored is not None and stored.last_polled_at == T0 + 1
+    with sqlite3.connect(store.path) as conn:
+        snapshot = conn.execute("SELECT last_snapshot FROM calls").fetchone()[0]
+    assert '"provider_status":"created"' in snapshot
+
+
+def test_the_kept_snapshot_has_every_field_but_recording_urls() -> None:
+    """snapshot_json (built by hand, for speed) matches the dataclass, minus the URLs."""
+    import dataclasses
+    import json
+
+    from worker.store.rows import snapshot_json
+
+    snap = Snapshot(status=CallStatus.ENDED, provider_status="ended", started_at=T0,
+                    ended_at=T0 + 1.25, end_reason="hangup", recording_expected=True,
+                    recordings=(RecordingSnapshot(id="r", status=RecordingStatus.AVAILABLE,
+                                                  url="https://secret", url_expires_at=T0 + 300,
+                                                  content_type="audio/wav", size=12),))
+    expected = dataclasses.asdict(snap)
+    for rec in expected["recordings"]:
+        del rec["url"]
+    assert json.loads(snapshot_json(snap)) == json.loads(json.dumps(expected, default=str))
+    assert list(json.loads(snapshot_json(snap))) == list(expected)

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import anyio
 
 from worker.config import Config, ConfigError, config_path, load
+from worker.store.base import StoreError
 
 
 class UsageError(Exception):
@@ -53,7 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check-config", help="validate the config; list every problem")
     demo = commands.add_parser("demo", help="the whole pipeline against the built-in simulator")
     demo.add_argument("--calls", type=int, default=9, help="how many calls to simulate")
+    _delivery_parsers(commands)
     return parser
+
+
+def _delivery_parsers(commands: Any) -> None:
+    listing = commands.add_parser("deliveries", help="webhook deliveries, newest first")
+    which = listing.add_mutually_exclusive_group()
+    which.add_argument("--failed", action="store_true",
+                       help="only those waiting after a failed attempt or for a disabled endpoint")
+    which.add_argument("--dead", action="store_true", help="only dead ones")
+    listing.add_argument("--endpoint", metavar="URL", help="only deliveries to this URL")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--limit", type=int, default=50, help="how many to list")
+    replay = commands.add_parser("replay", help="send deliveries again (the same webhook-id)")
+    replay.add_argument("event_id", nargs="?", metavar="EVENT_ID",
+                        help="every delivery of this event (msg_...), even delivered ones")
+    replay.add_argument("--dead", action="store_true",
+                        help="every dead delivery, and those waiting for a disabled endpoint")
+    replay.add_argument("--since", metavar="TIME",
+                        help="with --dead: only events since TIME (RFC 3339, or an age: 2h, 7d)")
+    replay.add_argument("--endpoint", metavar="URL", help="only deliveries to this URL")
+    replay.set_defaults(limit=None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except CommandError as exc:
+    except (CommandError, StoreError) as exc:
         return _fail(1, str(exc), debug)
     except Exception as exc:
         return _fail(1, f"{type(exc).__name__}: {exc}", debug)
@@ -86,6 +108,10 @@ def _fail(code: int, message: str, debug: bool) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from worker import logs
+
+    # Commands other than run keep stdout for their output; only warnings go to stderr.
+    logs.setup("debug" if args.debug else "warning")
     if args.command == "demo":
         from worker.demo import run_demo
 
@@ -106,6 +132,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.provider is not None and args.call_id is None:
             raise UsageError("status takes either nothing or PROVIDER CALL_ID")
         return anyio.run(show_status, config, args.provider, args.call_id, args.json, args.limit)
+    if args.command in ("deliveries", "replay"):
+        from worker.webhooks.commands import BadInputError, run_command
+
+        try:
+            return anyio.run(run_command, config, args)
+        except BadInputError as exc:
+            raise UsageError(str(exc)) from None
     raise UsageError(f"unknown command {args.command}")
 
 
@@ -147,23 +180,43 @@ def parse_track_input(config: Config, provider: str, call_id: str, metadata: str
 
     if provider not in config.providers:
         known = "not a provider" if provider not in PROVIDER_NAMES else "not configured"
-        raise UsageError(f"unknown provider {provider!r} ({known}; configured: "
+        raise UsageError(f"unknown provider {provider[:40]!r} ({known}; configured: "
                          f"{', '.join(sorted(config.providers))})")
     if (reason := validate_call_id(provider, call_id)) is not None:
         raise UsageError(f"malformed {provider} call id {call_id[:80]!r}: {reason}")
     meta: dict[str, Any] = {}
     if metadata is not None:
         try:
-            meta = json.loads(metadata)
+            meta = json.loads(metadata, parse_constant=_not_json)
         except json.JSONDecodeError as exc:
             raise UsageError(f"--metadata is not valid JSON: {exc.msg} at {exc.pos}") from None
+        except (ValueError, RecursionError) as exc:  # NaN/Infinity, huge numbers, deep nesting
+            raise UsageError(f"--metadata is not valid JSON: {str(exc)[:100] or 'too deep'}"
+                             ) from None
         if not isinstance(meta, dict):
             raise UsageError("--metadata must be a JSON object, like '{\"ticket\": 42}'")
         if len(json.dumps(meta)) > 8192:
             raise UsageError("--metadata is larger than 8 KiB: keep references, not documents")
+        if not _utf8(json.dumps(meta, ensure_ascii=False)):
+            # Event bodies are UTF-8: a lone surrogate here would fail every event of the call.
+            raise UsageError("--metadata holds a lone surrogate (like \\ud800): not Unicode text")
+    if webhook is not None and not _utf8(webhook):
+        raise UsageError("--webhook is not valid Unicode text")
     if webhook is not None and (problem := http_url(webhook)) is not None:
         raise UsageError(f"--webhook {problem}")
     return meta, webhook
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _track(config: Config, args: argparse.Namespace) -> int:

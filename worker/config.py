@@ -96,6 +96,7 @@ class WebhookConfig:
     events: frozenset[str] | None = None
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     timeout: float = 15.0
+    max_in_flight: int | None = None  # None: [delivery] max_in_flight_per_endpoint
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -226,11 +227,14 @@ def _webhook(reader: Reader, index: int, table: Mapping[str, Any]) -> WebhookCon
             break
         schedule.append(seconds)
     timeout = section.duration("timeout", 15.0)
+    max_in_flight = section.get("max_in_flight", int, 0,
+                                lambda v: None if 1 <= v <= 1000 else "must be 1 to 1000")
     section.unknown()
     if not url or not secrets:
         return None
     return WebhookConfig(url=url, secrets=tuple(Secret(s) for s in secrets), events=events,
-                         retry_schedule=tuple(schedule), timeout=timeout)
+                         retry_schedule=tuple(schedule), timeout=timeout,
+                         max_in_flight=max_in_flight or None)
 
 
 def _non_negative_seconds(item: object) -> float | None:

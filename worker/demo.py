@@ -26,6 +26,7 @@ from worker.simulator.world import RecordingScript
 from worker.store.sqlite import SQLiteStore
 
 DEMO_TIMEOUT = 50.0
+WEBHOOK_WAIT = 10.0  # after the calls settle, for their last events to reach the receiver
 FAST_TRACKING = {
     "poll_interval": 0.5,
     "pending_poll_interval": 0.5,
@@ -147,9 +148,8 @@ async def _demo(calls: int) -> int:
     with tempfile.TemporaryDirectory(prefix="callwatch-demo-") as tmp:
         workdir = Path(tmp)
         async with run_simulator(world) as sim:
-            # Webhook delivery and archiving arrive with their own issues; until then the
-            # demo shows events reaching the outbox.
-            config, env = write_config(workdir, sim, archive=False, webhook=False)
+            # The whole pipeline: events reach the webhook receiver, recordings the archive.
+            config, env = write_config(workdir, sim, archive=True, webhook=True)
             print(f"callwatch demo: simulator on loopback "
                   f"({', '.join(f'{p} {u}' for p, u in sim.base_urls.items())}); "
                   f"webhooks to {sim.sink_url}\n  workdir {workdir}", flush=True)
@@ -163,6 +163,7 @@ async def _demo(calls: int) -> int:
                     printer.line(f"{printer.name(script.provider, script.call_id)}  tracked "
                                  f"(callwatch track exited {code})")
                 done = await _follow(config.parent / "callwatch.db", scripts, sim, printer, proc)
+                done = done and await _delivered(config.parent / "callwatch.db", sim)
             finally:
                 code = stop_daemon(proc)
             await _summary(config.parent / "callwatch.db", sim, workdir, done, code)
@@ -171,6 +172,26 @@ async def _demo(calls: int) -> int:
                 log_lines = (workdir / "daemon.log").read_text(errors="replace").splitlines()
                 print("\n".join(log_lines[-30:]), file=sys.stderr)
     return 0 if done and code == 0 else 1
+
+
+def _received_ids(sim: Simulator) -> set[str | None]:
+    return {r.header("webhook-id") for r in sim.sink.requests if 200 <= r.status < 300}
+
+
+async def _delivered(db: Path, sim: Simulator) -> bool:
+    """Wait until the receiver has every event the outbox holds (the relay runs behind)."""
+    store = await SQLiteStore.open(db)
+    try:
+        events = (await store.counts()).events
+    finally:
+        await store.close()
+    try:
+        await sim.sink.wait_for(lambda _: len(_received_ids(sim)) >= events, WEBHOOK_WAIT)
+    except TimeoutError:
+        print(f"only {len(_received_ids(sim))} of {events} events reached the webhook "
+              f"receiver", file=sys.stderr)
+        return False
+    return True
 
 
 async def _summary(db: Path, sim: Simulator, workdir: Path, done: bool, code: int) -> None:
@@ -192,7 +213,8 @@ async def _summary(db: Path, sim: Simulator, workdir: Path, done: bool, code: in
     print("\nsummary:")
     print(f"  calls:       {', '.join(f'{n} {s}' for s, n in sorted(totals.items()))}")
     print(f"  events:      {counts.events} written to the outbox")
-    print(f"  webhooks:    {len(sim.sink.requests)} received by the simulator's receiver")
+    print(f"  webhooks:    {len(_received_ids(sim))} of {counts.events} events received by the "
+          f"simulator's receiver, signed ({len(sim.sink.requests)} requests)")
     print(f"  recordings:  {', '.join(f'{n} {s}' for s, n in sorted(recordings.items())) or '-'}"
           f"; {len(files)} file(s), {sum(p.stat().st_size for p in files)} bytes archived")
     print(f"  daemon:      exited {code} after SIGTERM")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,7 +82,77 @@ def recording_event(kind: EventType, call: TrackedCall, rec: RecordingState, now
 
 
 def body(event: Event) -> bytes:
-    """The exact bytes sent to consumers: compact JSON, UTF-8, keys in a stable order."""
-    envelope = {"type": str(event.type), "timestamp": rfc3339(event.occurred_at),
-                "data": event.data}
+    """The exact bytes sent to consumers: compact JSON, UTF-8, keys in a stable order, and
+    never more than ``MAX_BODY`` bytes (see ``trimmed``)."""
+    encoded = _encode(event, event.data)
+    return encoded if len(encoded) <= MAX_BODY else _encode(event, trimmed(event, event.data))
+
+
+MAX_BODY = 20_000  # consumers' request limits; CONTRACT.md promises bodies under 20 KB
+TEXT_CAP = 256  # provider free text kept in a trimmed body
+_FREE_TEXT = ("provider_status", "end_reason", "reason", "content_type")
+
+
+def trimmed(event: Event, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` cut down until the body fits in ``MAX_BODY``, in this order:
+
+    1. provider free text (``provider_status``, ``end_reason``, ``reason``, ``content_type``)
+       is cut to ``TEXT_CAP`` characters;
+    2. a call event keeps as many of its ``recordings`` as fit and says how many it left out
+       in ``recordings_omitted`` (each recording also has events of its own);
+    3. ``metadata`` is replaced by ``{}`` and ``metadata_omitted`` is true;
+    4. as a last resort every string is cut to ``TEXT_CAP`` characters.
+
+    Metadata is capped at 8 KiB at ``track`` time, so only calls with hundreds of
+    recordings or absurd provider strings ever get here.
+    """
+    out = _cap_text(dict(data))
+    if isinstance(out.get("recording"), Mapping):
+        out["recording"] = _cap_text(dict(out["recording"]))
+    if isinstance(out.get("recordings"), list):
+        out["recordings"] = [_cap_text(dict(r)) if isinstance(r, Mapping) else r
+                             for r in out["recordings"]]
+        if len(_encode(event, out)) > MAX_BODY:
+            out = _fit_recordings(event, out)
+    if len(_encode(event, out)) > MAX_BODY:
+        out["metadata"], out["metadata_omitted"] = {}, True
+    if len(_encode(event, out)) > MAX_BODY:
+        out = {key: _cap_strings(item) for key, item in out.items()}
+    return out
+
+
+def _encode(event: Event, data: Mapping[str, Any]) -> bytes:
+    envelope = {"type": str(event.type), "timestamp": rfc3339(event.occurred_at), "data": data}
     return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _cap_text(data: dict[str, Any]) -> dict[str, Any]:
+    for key in _FREE_TEXT:
+        if isinstance(data.get(key), str) and len(data[key]) > TEXT_CAP:
+            data[key] = data[key][:TEXT_CAP]
+    return data
+
+
+def _fit_recordings(event: Event, data: dict[str, Any]) -> dict[str, Any]:
+    recordings = data["recordings"]
+    out = {**data, "recordings": [], "recordings_omitted": len(recordings)}
+    room = MAX_BODY - len(_encode(event, out))
+    kept = []
+    for rec in recordings:
+        size = len(json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode()) + 1
+        if size > room:
+            break
+        kept.append(rec)
+        room -= size
+    out["recordings"], out["recordings_omitted"] = kept, len(recordings) - len(kept)
+    return out
+
+
+def _cap_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return value[:TEXT_CAP]
+    if isinstance(value, Mapping):
+        return {key: _cap_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cap_strings(item) for item in value]
+    return value

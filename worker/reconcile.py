@@ -82,7 +82,8 @@ def on_poll(call: TrackedCall, result: PollResult, now: float, policy: Policy,
     if call.terminal is not None:
         return Decision(call=call)
     events: list[Event] = []
-    call = call.replace(last_polled_at=now)
+    # last_polled_at is set with the last change (no rule reads it): each replace() of a
+    # call costs as much as the rest of a live call's decision.
     match result:
         case Snapshot():
             call = _apply_snapshot(call, result, now, policy, events)
@@ -100,9 +101,11 @@ def on_poll(call: TrackedCall, result: PollResult, now: float, policy: Policy,
     if call.terminal is None and now - call.tracked_at >= policy.tracking.max_tracking_age:
         return _fail(call, f"still not settled after max_tracking_age "
                            f"({policy.tracking.max_tracking_age:.0f} s)", now, events)
-    if call.terminal is None:
-        call = call.replace(next_poll_at=now + delay * (1 + JITTER * (2 * jitter - 1)))
-    return Decision(call=call, events=tuple(events))
+    if call.terminal is not None:
+        return Decision(call=call.replace(last_polled_at=now), events=tuple(events))
+    next_poll_at = now + delay * (1 + JITTER * (2 * jitter - 1))
+    return Decision(call=call.replace(last_polled_at=now, next_poll_at=next_poll_at),
+                    events=tuple(events))
 
 
 def on_archive(call: TrackedCall, recording_id: str, outcome: Archived | ArchiveFailed,
@@ -134,15 +137,18 @@ def _apply_snapshot(call: TrackedCall, snap: Snapshot, now: float, policy: Polic
     ended_at = call.ended_at
     if status == CallStatus.ENDED and ended_at is None:
         ended_at = snap.ended_at if snap.ended_at is not None else now
-    call = call.replace(
-        status=status,
-        provider_status=snap.provider_status,
-        started_at=call.started_at if call.started_at is not None else snap.started_at,
-        ended_at=ended_at,
-        end_reason=call.end_reason if call.end_reason is not None else snap.end_reason,
-        not_found_since=None,
-        consecutive_failures=0,
-    )
+    changes = {
+        "status": status,
+        "provider_status": snap.provider_status,
+        "started_at": call.started_at if call.started_at is not None else snap.started_at,
+        "ended_at": ended_at,
+        "end_reason": call.end_reason if call.end_reason is not None else snap.end_reason,
+        "not_found_since": None,
+        "consecutive_failures": 0,
+    }
+    # Most polls of a live call change nothing: no copy then.
+    if any(getattr(call, name) != value for name, value in changes.items()):
+        call = call.replace(**changes)
     # Once the end is announced, a start reported later is too late to tell: skip it.
     if not call.started_notified and not call.ended_notified and (
         status == CallStatus.LIVE or (status == CallStatus.ENDED and call.started_at is not None)
@@ -215,7 +221,8 @@ def _maybe_complete(call: TrackedCall, recording_expected: bool | None, now: flo
 
 
 def _fail(call: TrackedCall, reason: str, now: float, events: list[Event]) -> Decision:
-    call = call.replace(terminal=Terminal.TRACKING_FAILED, terminal_reason=reason)
+    call = call.replace(terminal=Terminal.TRACKING_FAILED, terminal_reason=reason,
+                        last_polled_at=now)
     events.append(call_event(EventType.CALL_TRACKING_FAILED, call, now))
     return Decision(call=call, events=tuple(events))
 

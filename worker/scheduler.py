@@ -60,6 +60,7 @@ class SchedulerStats:
     commits: int = 0
     last_progress: float = field(default_factory=time.monotonic)
     lane_progress: dict[str, float] = field(default_factory=dict)  # provider -> monotonic
+    rate_limited: Counter[str] = field(default_factory=Counter)  # provider -> 429/503 answers
 
 
 class Scheduler:
@@ -150,6 +151,9 @@ class Scheduler:
 
     async def _idle(self, name: str, had_room: bool) -> None:
         """Sleep until the next call is due, a slot frees up, or someone wakes us."""
+        # A fresh event before reading the next due time: a wake() while we read must not be
+        # lost (the API makes a call due, then wakes us, and expects a poll within ms).
+        event = self._wakeups[name] = anyio.Event()
         wait = self._idle_wait
         paused = self._buckets[name].paused_for
         if paused:
@@ -164,7 +168,6 @@ class Scheduler:
                 wait = min(wait, max(0.0, due - self._clock()))
         if wait <= 0:
             return
-        event = self._wakeups[name] = anyio.Event()
         with anyio.move_on_after(wait):
             await event.wait()
 
@@ -185,7 +188,10 @@ class Scheduler:
             await send.send(PollApplied(decision=decision, result=result))
         finally:
             self.stats.in_flight[name] -= 1
-            self._wakeups[name].set()
+            # Only a lane that was full waits for a free slot; one with room sleeps until its
+            # next call is due, and waking it after every poll would cost a claim each time.
+            if self.stats.in_flight[name] == self._lanes[name].concurrency - 1:
+                self._wakeups[name].set()
 
     async def _fetch(self, provider: Provider, call: TrackedCall,
                      bound: structlog.typing.FilteringBoundLogger) -> PollResult:
@@ -205,6 +211,7 @@ class Scheduler:
                 bound.info("poll.not_found")
             case PollFailed(kind=FailureKind.RATE_LIMITED):
                 self.stats.polls["rate_limited"] += 1
+                self.stats.rate_limited[name] += 1
                 pause = result.retry_after if result.retry_after is not None else 1.0
                 self._buckets[name].pause(pause)
                 bound.warning("poll.rate_limited", retry_after=pause)

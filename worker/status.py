@@ -65,7 +65,12 @@ async def show_status(config: Config, provider: str | None, call_id: str | None,
 
 
 async def _overview(store: SQLiteStore, as_json: bool, limit: int) -> int:
+    from worker.archive.report import overview_lines, state_json
+    from worker.webhooks.commands import counts_json, counts_lines
+
     counts = await store.counts()
+    deliveries = await store.delivery_counts()
+    archive = await store.archive_state()
     calls = await store.list_calls(limit=limit, include_terminal=True)
     now = time.time()
     if as_json:
@@ -73,7 +78,9 @@ async def _overview(store: SQLiteStore, as_json: bool, limit: int) -> int:
             "calls_by_state": [{"provider": p, "state": s, "calls": n}
                                for (p, s), n in sorted(counts.calls_by_state.items())],
             "events": counts.events,
-            "recent": [_call_json(c) for c in calls],
+            "deliveries": counts_json(deliveries),
+            "archive": state_json(archive),
+            "recent": [call_json(c) for c in calls],
         }, indent=2))
         return 0
     totals: dict[str, int] = {}
@@ -81,6 +88,9 @@ async def _overview(store: SQLiteStore, as_json: bool, limit: int) -> int:
         totals[state] = totals.get(state, 0) + n
     summary = ", ".join(f"{n} {state}" for state, n in sorted(totals.items())) or "none"
     print(f"calls: {summary}; active: {counts.active}; events written: {counts.events}")
+    print("\n".join(counts_lines(deliveries, now)))
+    for line in overview_lines(archive, now):
+        print(line)
     if counts.oldest_due_at is not None and counts.oldest_due_at < now - 5:
         print(f"warning: the oldest due poll is {age(now - counts.oldest_due_at)} late "
               f"(is the daemon running?)")
@@ -95,15 +105,22 @@ async def _overview(store: SQLiteStore, as_json: bool, limit: int) -> int:
 
 
 async def _one(store: SQLiteStore, provider: str, call_id: str, as_json: bool) -> int:
+    from worker.archive.report import downloads_json, recording_lines
+    from worker.webhooks.commands import delivery_json, delivery_rows
+
     call = await store.get_call(provider, call_id)
     if call is None:
         print(f"callwatch: {provider} {call_id[:80]!r} is not tracked", file=sys.stderr)
         return 1
     events = await store.call_events(provider, call_id)
+    deliveries = await store.list_deliveries(call=(provider, call_id), limit=10_000)
+    downloads = await store.download_info(provider, call_id)
     if as_json:
-        data = _call_json(call)
+        data = call_json(call)
         data["events"] = [{"id": e.id, "type": e.type, "at": rfc3339(e.occurred_at)}
                           for e in events]
+        data["deliveries"] = [delivery_json(d) for d in deliveries]
+        data["downloads"] = downloads_json(call, downloads)
         print(json.dumps(data, indent=2))
         return 0
     now = time.time()
@@ -124,18 +141,21 @@ async def _one(store: SQLiteStore, provider: str, call_id: str, as_json: bool) -
     for name, value in fields:
         print(f"  {name:<16}{value}")
     print("\nrecordings:" if call.recordings else "\nrecordings: none")
-    rows = [[r.id, str(r.status), str(r.size) if r.size is not None else "-",
-             r.archive_path or "-", (r.archive_sha256 or "-")[:16], r.reason or ""]
-            for r in call.recordings]
-    if rows:
-        print(table(rows, ["ID", "STATE", "SIZE", "PATH", "SHA256", "NOTE"]))
+    for line in recording_lines(call, downloads, now):
+        print(line)
     print(f"\nevents ({len(events)}):")
     for event in events:
         print(f"  {rfc3339(event.occurred_at)}  {event.type:<26} {event.id}")
+    print(f"\nwebhook deliveries ({len(deliveries)}):")
+    if deliveries:
+        print(table(delivery_rows(deliveries, now, with_call=False),
+                    ["EVENT", "ENDPOINT", "STATE", "ATTEMPTS", "LAST", "NEXT ATTEMPT",
+                     "EVENT ID"]))
     return 0
 
 
-def _call_json(call: TrackedCall) -> dict[str, Any]:
+def call_json(call: TrackedCall) -> dict[str, Any]:
+    """One call as ``status --json`` and the HTTP API show it."""
     data = call_data(call)
     data["state"] = state_of(call)
     data["tracked_at"] = rfc3339(call.tracked_at)

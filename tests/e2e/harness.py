@@ -27,6 +27,7 @@ class DaemonUnderTest:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     exit_codes: list[int] = field(default_factory=list)
+    log_offset: int = 0  # where the log of the process started last begins
 
     @property
     def db(self) -> Path:
@@ -37,6 +38,7 @@ class DaemonUnderTest:
         return self.workdir / "daemon.log"
 
     def start(self) -> None:
+        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         self.proc = start_daemon(self.config, self.env, self.log)
         self.starts += 1
 
@@ -68,13 +70,15 @@ class DaemonUnderTest:
                 lines.append({"event": "non-json", "text": raw})
         return lines
 
-    def ready_count(self) -> int:
-        return sum(line.get("event") == "daemon.ready" for line in self.log_lines())
+    def ready_since_start(self) -> bool:
+        """Has the process started last said daemon.ready? (An earlier one may never have.)"""
+        with self.log.open("rb") as log:
+            log.seek(self.log_offset)
+            return b'"event": "daemon.ready"' in log.read()
 
     async def wait_ready(self, timeout: float = 15.0) -> None:
         """Wait until the current process has said daemon.ready."""
-        starts = self.starts
-        await wait_until(lambda: self.ready_count() >= starts, timeout, "daemon.ready", self)
+        await wait_until(self.ready_since_start, timeout, "daemon.ready", self)
 
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])

@@ -97,3 +97,26 @@ async def test_wait_for_returns_when_the_condition_holds_or_times_out(
     assert len(requests) == 1
     with pytest.raises(TimeoutError, match="received"):
         await sim.sink.wait_for(lambda reqs: len(reqs) == 2, timeout=0.1)
+
+
+@pytest.mark.anyio
+async def test_redirect_sends_a_location(sim: Simulator, client: httpx.AsyncClient) -> None:
+    """status=307 with location answers a redirect that names where to go."""
+    sim.sink.behave("/hooks/moved", status=307, location="/hooks/elsewhere")
+    reply = await client.post(sim.sink_url + "/moved", content=b"{}")
+    assert (reply.status_code, reply.headers["location"]) == (307, "/hooks/elsewhere")
+    assert [r.path for r in sim.sink.requests] == ["/hooks/moved"]
+
+
+@pytest.mark.anyio
+async def test_stall_answers_the_status_then_never_finishes(
+    sim: Simulator, client: httpx.AsyncClient
+) -> None:
+    """stall=True sends the status line and one byte of a promised 1 MiB body, then nothing."""
+    sim.sink.behave(stall=True)
+    async with client.stream("POST", sim.sink_url, content=b"{}") as reply:
+        assert reply.status_code == 200
+        chunks = reply.aiter_raw()
+        assert await chunks.__anext__() == b"{"
+        with pytest.raises(TimeoutError), anyio.fail_after(0.3):
+            await chunks.__anext__()

@@ -2,6 +2,7 @@
 
     GET    /_control/urls                            base URLs, keys (the port file's content)
     POST   /_control/calls                           add a call: {"provider", ...CallScript}
+    POST   /_control/calls/batch                     add many: {"calls": [{"provider", ...}]}
     GET    /_control/calls/{provider}/{id}           its script and current phase
     POST   /_control/calls/{provider}/{id}/end       end it now: {"reason"?, "status"?}
     GET    /_control/recordings/{provider}/{id}/{rec}  {"sha256", "size", "content_type"}
@@ -27,7 +28,7 @@ import anyio
 from worker.simulator.asgi import Receive, Request, Router, Scope, Send, send_json
 from worker.simulator.content import expected_sha256
 from worker.simulator.sink import ReceivedRequest
-from worker.simulator.world import CallScript, RecordingScript
+from worker.simulator.world import CallScript, RecordingScript, new_call_id
 
 if TYPE_CHECKING:
     from worker.simulator.server import Simulator
@@ -68,6 +69,33 @@ async def _add_call(sim: Simulator, request: Request) -> Result:
     recs = None if recordings is None else [RecordingScript(**r) for r in recordings]
     script = sim.world.add_call(provider, data.pop("call_id", None), recordings=recs, **data)
     return 201, script_json(script, sim.world.clock())
+
+
+async def _add_calls(sim: Simulator, request: Request) -> Result:
+    """Many calls in one request: benchmarks add 100 000, one POST each would take minutes."""
+    data = await request.json()
+    calls = data.get("calls") if isinstance(data, dict) else None
+    if not isinstance(calls, list):
+        raise TypeError("'calls' must be a list of call scripts")
+    now = sim.world.clock()
+    added = [_script_from(dict(item), now) for item in calls]
+    for script in added:
+        sim.world.add(script)
+    return 201, {"added": len(added)}
+
+
+def _script_from(data: dict[str, Any], now: float) -> CallScript:
+    """A ``CallScript`` from control-API JSON, with the defaults ``World.add_call`` gives."""
+    provider = data.pop("provider", None)
+    if not isinstance(provider, str):
+        raise TypeError("'provider' is required")
+    recordings = data.pop("recordings", None)
+    recs = (RecordingScript(),) if recordings is None else tuple(
+        RecordingScript(**r) for r in recordings)
+    call_id = data.pop("call_id", None) or new_call_id(provider)
+    created_at = data.pop("created_at", None)
+    return CallScript(provider=provider, call_id=call_id, recordings=recs,
+                      created_at=now if created_at is None else created_at, **data)
 
 
 async def _get_call(sim: Simulator, request: Request) -> Result:
@@ -142,6 +170,7 @@ def _router() -> Router:
     router = Router()
     router.add("GET", "/_control/urls", _urls)
     router.add("POST", "/_control/calls", _add_call)
+    router.add("POST", "/_control/calls/batch", _add_calls)
     router.add("GET", "/_control/calls/{provider}/{call_id}", _get_call)
     router.add("POST", "/_control/calls/{provider}/{call_id}/end", _end_call)
     router.add("GET", "/_control/recordings/{provider}/{call_id}/{recording_id}", _digest)

@@ -8,6 +8,8 @@ paths, and can be changed while the daemon runs::
     sim.sink.behave(status=429, retry_after=2)           # throttled, with Retry-After
     sim.sink.behave(delay=20)                            # slower than the daemon's timeout
     sim.sink.behave(huge_reply=64 * 2**20)               # a 64 MiB reply body
+    sim.sink.behave(status=307, location="/hooks/other") # a redirect (must not be followed)
+    sim.sink.behave(stall=True)                          # the status, then a body that never ends
     await sim.sink_down(); ...; await sim.sink_up()      # connection refused meanwhile
     await sim.sink.wait_for(lambda reqs: len(reqs) >= 4, timeout=5)
 """
@@ -72,6 +74,8 @@ class Behaviour:
     retry_after: int | None = None  # seconds, sent with a 429 or 503
     delay: float = 0.0  # seconds before answering
     huge_reply: int = 0  # reply body size in bytes; 0: a small JSON reply
+    location: str | None = None  # sent as Location (with a 3xx status)
+    stall: bool = False  # send the status and one byte, then nothing until the client leaves
 
 
 class Sink:
@@ -151,7 +155,11 @@ class Sink:
         headers: Headers = []
         if status in {429, 503} and behaviour.retry_after is not None:
             headers.append((b"retry-after", str(behaviour.retry_after).encode()))
-        if behaviour.huge_reply:
+        if behaviour.location is not None:
+            headers.append((b"location", behaviour.location.encode()))
+        if behaviour.stall:
+            await _stall(send, receive, status, headers)
+        elif behaviour.huge_reply:
             await _send_huge(send, receive, status, behaviour.huge_reply, headers)
         else:
             await send_json(send, status, {"received": status < 300}, headers)
@@ -171,3 +179,12 @@ async def _send_huge(
             left -= len(piece)
             await send({"type": "http.response.body", "body": piece, "more_body": left > 0})
         tg.cancel_scope.cancel()
+
+
+async def _stall(send: Send, receive: Receive, status: int, headers: Headers) -> None:
+    """Promise a 1 MiB body, send one byte of it, then wait for the client to give up."""
+    headers = [*headers, (b"content-length", str(1 << 20).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"{", "more_body": True})
+    while (await receive())["type"] != "http.disconnect":
+        pass

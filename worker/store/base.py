@@ -84,6 +84,13 @@ class Store(Protocol):
         """When the earliest unleased call of ``provider`` is due, None if none is tracked."""
         ...
 
+    async def make_due(self, provider: str, call_id: str, now: float) -> bool:
+        """Poll this call at ``now`` at the latest (a provider said it changed).
+
+        False, and nothing changed, when the call is not tracked or its tracking is done.
+        """
+        ...
+
     async def get_call(self, provider: str, call_id: str) -> TrackedCall | None: ...
 
     async def list_calls(self, *, limit: int, include_terminal: bool) -> list[TrackedCall]: ...

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -30,26 +29,32 @@ RECORDING_COLUMNS = (
 
 
 def call_from_row(row: sqlite3.Row, recordings: Iterable[RecordingState] = ()) -> TrackedCall:
+    """A call from a row whose first columns are ``CALL_COLUMNS``, in that order.
+
+    Read by position: a name lookup in ``sqlite3.Row`` is a case-insensitive scan of the
+    column names, and a claim converts every row it leases.
+    """
+    metadata = row[8]
     return TrackedCall(
-        pk=row["pk"],
-        provider=row["provider"],
-        call_id=row["call_id"],
-        status=CallStatus(row["status"]),
-        provider_status=row["provider_status"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        end_reason=row["end_reason"],
-        metadata=json.loads(row["metadata"]),
-        webhook_url=row["webhook_url"],
-        started_notified=bool(row["started_notified"]),
-        ended_notified=bool(row["ended_notified"]),
-        terminal=Terminal(row["terminal"]) if row["terminal"] else None,
-        terminal_reason=row["terminal_reason"],
-        not_found_since=row["not_found_since"],
-        consecutive_failures=row["consecutive_failures"],
-        tracked_at=row["tracked_at"],
-        last_polled_at=row["last_polled_at"],
-        next_poll_at=row["next_poll_at"] if row["next_poll_at"] is not None else 0.0,
+        pk=row[0],
+        provider=row[1],
+        call_id=row[2],
+        status=CallStatus(row[3]),
+        provider_status=row[4],
+        started_at=row[5],
+        ended_at=row[6],
+        end_reason=row[7],
+        metadata={} if metadata == "{}" else json.loads(metadata),
+        webhook_url=row[9],
+        started_notified=bool(row[10]),
+        ended_notified=bool(row[11]),
+        terminal=Terminal(row[12]) if row[12] else None,
+        terminal_reason=row[13],
+        not_found_since=row[14],
+        consecutive_failures=row[15],
+        tracked_at=row[16],
+        last_polled_at=row[17],
+        next_poll_at=row[18] if row[18] is not None else 0.0,
         recordings=tuple(recordings),
     )
 
@@ -112,9 +117,19 @@ def recording_params(call_pk: int, rec: RecordingState) -> dict[str, Any]:
 def snapshot_json(snap: Snapshot) -> str:
     """The normalized snapshot, for operators debugging what the provider last said.
 
-    Recording URLs are dropped: they are bearer credentials until they expire.
+    Recording URLs are dropped: they are bearer credentials until they expire. Built by hand
+    rather than with ``dataclasses.asdict`` (a deep copy, the costliest step of persisting a
+    poll); a test checks it still holds every field.
     """
-    data = dataclasses.asdict(snap)
-    for rec in data["recordings"]:
-        rec.pop("url", None)
+    data = {
+        "status": snap.status,
+        "provider_status": snap.provider_status,
+        "started_at": snap.started_at,
+        "ended_at": snap.ended_at,
+        "end_reason": snap.end_reason,
+        "recordings": [{"id": rec.id, "status": rec.status, "url_expires_at": rec.url_expires_at,
+                        "content_type": rec.content_type, "size": rec.size}
+                       for rec in snap.recordings],
+        "recording_expected": snap.recording_expected,
+    }
     return json.dumps(data, separators=(",", ":"), default=str)

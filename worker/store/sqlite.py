@@ -33,6 +33,7 @@ from worker.model import RecordingState, TrackedCall
 from worker.store import rows
 from worker.store.base import Counts, NewCall, PollApplied, StoredEvent, StoreError
 from worker.store.deliveries import DeliveryMixin
+from worker.store.downloads import DownloadMixin
 
 log = structlog.get_logger("worker.store")
 
@@ -58,7 +59,7 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class SQLiteStore(DeliveryMixin):
+class SQLiteStore(DeliveryMixin, DownloadMixin):
     """Store Protocol (and DeliveryStore, see ``store/deliveries.py``) over one SQLite file."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path, owner: str) -> None:
@@ -70,10 +71,15 @@ class SQLiteStore(DeliveryMixin):
     @classmethod
     async def open(cls, path: Path, owner: str | None = None) -> SQLiteStore:
         """Open (creating if needed) and migrate the database at ``path``."""
+        if path.is_dir():  # noqa: ASYNC240 - one stat at start-up
+            raise StoreError(f"cannot open database {path}: it is a directory")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = await aiosqlite.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
+            # aiosqlite stops its worker thread on a failed connect; give it a moment to report
+            # back while our event loop still runs, or it prints a traceback at exit.
+            await anyio.sleep(0.05)
             raise StoreError(f"cannot open database {path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
         store = cls(conn, path, owner or worker_identity())
@@ -130,30 +136,50 @@ class SQLiteStore(DeliveryMixin):
 
     # ----------------------------------------------------------------------- calls
 
+    _TRACK = ("INSERT INTO calls (provider, call_id, metadata, webhook_url, tracked_at, "
+              "updated_at, next_poll_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+              "ON CONFLICT (provider, call_id) DO NOTHING")
+
     async def track(self, call: NewCall, now: float) -> bool:
         async with self._write() as db:
-            cursor = await db.execute(
-                "INSERT INTO calls (provider, call_id, metadata, webhook_url, tracked_at, "
-                "updated_at, next_poll_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (provider, call_id) DO NOTHING",
-                (call.provider, call.call_id, json.dumps(dict(call.metadata)), call.webhook_url,
-                 now, now, now),
-            )
+            cursor = await db.execute(self._TRACK, _track_params(call, now))
             return cursor.rowcount == 1
+
+    async def track_many(self, calls: Sequence[tuple[NewCall, float]]) -> int:
+        """Track many ``(call, now)`` in one transaction; return how many were new.
+
+        A bulk import: one transaction instead of one per call (about 50 times faster), which
+        is how the scale benchmark loads 100 000 calls. Each call's first poll is due at its
+        own ``now``, so an import can spread its calls over time.
+        """
+        if not calls:
+            return 0
+        async with self._write() as db:
+            cursor = await db.executemany(self._TRACK,
+                                          [_track_params(call, now) for call, now in calls])
+            return cursor.rowcount
 
     async def claim_due_calls(self, provider: str, now: float, limit: int) -> list[TrackedCall]:
         if limit <= 0:
             return []
-        async with self._write() as db:
-            claimed = list(await db.execute_fetchall(
+        # One statement, so no BEGIN IMMEDIATE ... COMMIT around it: a write statement outside
+        # a transaction takes the write lock before it reads (waiting out the busy timeout as
+        # BEGIN IMMEDIATE would) and commits by itself. Our lock keeps this process's other
+        # statements out until the recordings are read. A lane finding nothing due, the
+        # common case between polls, pays one round trip to the database thread, not four;
+        # and the recordings are read only for calls that have some.
+        async with self._lock:
+            claimed = list(await self._conn.execute_fetchall(
                 f"UPDATE calls SET lease_owner = ?, lease_until = ? WHERE pk IN ("
                 f"  SELECT pk FROM calls WHERE provider = ? AND next_poll_at IS NOT NULL"
                 f"  AND next_poll_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
-                f"  ORDER BY next_poll_at LIMIT ?) RETURNING {rows.CALL_COLUMNS}",
+                f"  ORDER BY next_poll_at LIMIT ?) RETURNING {rows.CALL_COLUMNS}, "
+                f"EXISTS (SELECT 1 FROM recordings r WHERE r.call_pk = calls.pk)",
                 (self.owner, now + LEASE_SECONDS, provider, now, now, limit),
             ))
-            recordings = await self._recordings_of(db, [r["pk"] for r in claimed])
-        calls = [rows.call_from_row(r, recordings.get(r["pk"], ())) for r in claimed]
+            with_recordings = [r[0] for r in claimed if r[-1]]
+            recordings = await self._recordings_of(self._conn, with_recordings)
+        calls = [rows.call_from_row(r, recordings.get(r[0], ())) for r in claimed]
         calls.sort(key=lambda c: c.next_poll_at)
         return calls
 
@@ -172,6 +198,13 @@ class SQLiteStore(DeliveryMixin):
 
     async def apply_poll_results(self, items: Sequence[PollApplied], now: float) -> None:
         if not items:
+            return
+        lone = items[0].decision
+        if len(items) == 1 and not lone.events and not lone.call.recordings:
+            # One UPDATE is atomic on its own (see claim_due_calls): a lone poll that changed
+            # nothing but the call row, as most polls at a calm moment, needs no BEGIN/COMMIT.
+            async with self._lock:
+                await self._persist(self._conn, [lone.call], now, [items[0].result])
             return
         async with self._write() as db:
             await self._persist(db, [item.decision.call for item in items], now,
@@ -226,6 +259,15 @@ class SQLiteStore(DeliveryMixin):
             "SELECT MIN(next_poll_at) FROM calls WHERE provider = ? AND next_poll_at IS NOT NULL "
             "AND lease_until IS NULL", (provider,))
         return row[0] if row and row[0] is not None else None
+
+    async def make_due(self, provider: str, call_id: str, now: float) -> bool:
+        # MIN: a call already overdue keeps its place in the queue.
+        async with self._write() as db:
+            cursor = await db.execute(
+                "UPDATE calls SET next_poll_at = MIN(next_poll_at, ?) WHERE provider = ? "
+                "AND call_id = ? AND next_poll_at IS NOT NULL AND terminal IS NULL",
+                (now, provider, call_id))
+            return cursor.rowcount == 1
 
     async def get_call(self, provider: str, call_id: str) -> TrackedCall | None:
         async with self._lock:
@@ -307,6 +349,11 @@ class SQLiteStore(DeliveryMixin):
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
             await self._conn.close()
+
+
+def _track_params(call: NewCall, now: float) -> tuple[Any, ...]:
+    return (call.provider, call.call_id, json.dumps(dict(call.metadata)), call.webhook_url,
+            now, now, now)
 
 
 def _event(row: sqlite3.Row) -> StoredEvent:

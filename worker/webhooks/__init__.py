@@ -1,0 +1,10 @@
+"""Webhook delivery: the outbox relay, Standard Webhooks signing and the retry policy.
+
+    store (events) --fan_out--> deliveries --claim--> sign + POST --record--> store
+                                  ^                                  |
+                                  +---- retry at T / dead / 410 -----+
+
+``policy`` (pure decisions), ``signing`` (pure), ``endpoints`` (config -> who gets what),
+``transport`` (one bounded HTTP attempt), ``relay`` (the daemon component), ``commands``
+(the ``deliveries`` and ``replay`` CLI commands), ``base`` (the store seam they share).
+"""
