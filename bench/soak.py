@@ -66,6 +66,7 @@ class SoakReport:
     stray_files: int = 0
     integrity: str = ""
     recovery_seconds: list[float] = field(default_factory=list)
+    faults: dict[str, int] = field(default_factory=dict)
     disk_fill: str = "off"
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -104,40 +105,55 @@ def small_disk(path: Path, size_mb: int) -> Iterator[bool]:
             subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
+FAULTS = ("rate_limit_storm", "server_errors", "bad_downloads", "receiver_500s",
+          "receiver_down", "disk_full")
+
+
 async def chaos(sim: Simulator, daemon: DaemonUnderTest, args: argparse.Namespace, *,
                 rng: random.Random, report: SoakReport, ballast: Path | None) -> None:
-    """Kill, restart and break things until the kills are spent and the time is up."""
+    """Kill, restart and break things: every fault at least once, then at random until the
+    kills are spent and the time is up."""
+    plan = ["kill"] * args.kills + list(FAULTS)
+    rng.shuffle(plan)
     deadline = time.monotonic() + args.chaos_seconds
-    while report.kills < args.kills or time.monotonic() < deadline:
-        await anyio.sleep(rng.uniform(0.3, 2.0))
-        action = rng.random()
-        if action < 0.45 and report.kills < args.kills:
+    while plan or time.monotonic() < deadline:
+        await anyio.sleep(rng.uniform(0.3, 1.5))
+        action = plan.pop() if plan else rng.choice(FAULTS)
+        report.faults[action] = report.faults.get(action, 0) + 1
+        if action == "kill":
             daemon.kill()
             report.kills += 1
             daemon.start()
             started = time.monotonic()
             await daemon.wait_ready(30)
             report.recovery_seconds.append(round(time.monotonic() - started, 3))
-        elif action < 0.55:
-            sim.faults[rng.choice(PROVIDERS)].add(Fault.RATE_LIMIT, count=30, retry_after=1)
-        elif action < 0.65:
-            sim.faults[rng.choice(PROVIDERS)].add(Fault.SERVER_ERROR, count=15)
-        elif action < 0.75:
-            kind = rng.choice([Fault.TRUNCATE_BODY, Fault.EXPIRE_MID_DOWNLOAD, Fault.SLOW,
-                               Fault.XML_ERROR_200])
-            sim.faults["files"].add(kind, count=3, stall=0.5, delay=0.5)
-        elif action < 0.85:
-            sim.sink.behave(fail_next=rng.randint(1, 10))
-        elif action < 0.92:
-            await sim.sink_down()
-            await anyio.sleep(rng.uniform(0.5, 2.0))
-            await sim.sink_up()
-        elif ballast is not None:
-            _fill(ballast) if not ballast.exists() else ballast.unlink()
+        else:
+            await inject(action, sim, rng, ballast)
     for faults in sim.faults.values():
         faults.clear()
     sim.sink.behave(fail_next=0)
     if ballast is not None and ballast.exists():
+        ballast.unlink()
+
+
+async def inject(action: str, sim: Simulator, rng: random.Random, ballast: Path | None) -> None:
+    if action == "rate_limit_storm":
+        sim.faults[rng.choice(PROVIDERS)].add(Fault.RATE_LIMIT, count=30, retry_after=1)
+    elif action == "server_errors":
+        sim.faults[rng.choice(PROVIDERS)].add(Fault.SERVER_ERROR, count=15)
+    elif action == "bad_downloads":
+        for kind in (Fault.TRUNCATE_BODY, Fault.EXPIRE_MID_DOWNLOAD, Fault.SLOW,
+                     Fault.XML_ERROR_200):
+            sim.faults["files"].add(kind, count=2, stall=0.5, delay=0.5)
+    elif action == "receiver_500s":
+        sim.sink.behave(fail_next=rng.randint(3, 15))
+    elif action == "receiver_down":
+        await sim.sink_down()
+        await anyio.sleep(rng.uniform(0.5, 2.0))
+        await sim.sink_up()
+    elif action == "disk_full" and ballast is not None:
+        _fill(ballast)  # freed by a later disk_full or at the end of the chaos
+        await anyio.sleep(rng.uniform(0.5, 2.0))
         ballast.unlink()
 
 
@@ -314,15 +330,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from worker import logs
+
     args = parse_args(argv)
+    logs.setup("warning")
     report = anyio.run(run, args)
     table = {k: v for k, v in asdict(report).items() if k not in ("recovery_seconds",
-                                                                  "problems")}
+                                                                  "problems", "faults")}
     for key, value in table.items():
         print(f"{key:<28}{value}")
     if report.recovery_seconds:
         rec = sorted(report.recovery_seconds)
         print(f"{'recovery after kill (s)':<28}median {rec[len(rec) // 2]}, max {rec[-1]}")
+    print(f"{'faults injected':<28}{report.faults}")
     print("RESULT: " + ("OK, nothing lost" if report.ok else "; ".join(report.problems)))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({**asdict(report), "ok": report.ok}, indent=2))

@@ -263,3 +263,25 @@ def test_the_kept_snapshot_has_every_field_but_recording_urls() -> None:
         del rec["url"]
     assert json.loads(snapshot_json(snap)) == json.loads(json.dumps(expected, default=str))
     assert list(json.loads(snapshot_json(snap))) == list(expected)
+
+
+async def test_cancelled_write_leaves_no_open_transaction(store: SQLiteStore) -> None:
+    """A write cancelled while BEGIN waits for another process's lock leaves nothing open.
+
+    Found by the fault soak: the next write failed with "cannot start a transaction within
+    a transaction" and took the daemon down.
+    """
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+    async def release_later() -> None:
+        await anyio.sleep(0.5)
+        other.execute("COMMIT")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(release_later)
+        with anyio.move_on_after(0.1):
+            await store.track(NewCall(provider="envoy", call_id="call_cancelled"), T0)
+    other.close()
+    assert await store.track(NewCall(provider="envoy", call_id="call_next"), T0)
+    assert await store.get_call("envoy", "call_next") is not None

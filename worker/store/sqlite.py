@@ -116,7 +116,10 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction; rolled back on any error."""
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            # Shielded: a cancellation landing while BEGIN runs in the database thread would
+            # otherwise leave a transaction open that nobody rolls back.
+            with anyio.CancelScope(shield=True):
+                await self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
             except BaseException:
