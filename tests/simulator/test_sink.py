@@ -120,3 +120,16 @@ async def test_stall_answers_the_status_then_never_finishes(
         assert await chunks.__anext__() == b"{"
         with pytest.raises(TimeoutError), anyio.fail_after(0.3):
             await chunks.__anext__()
+
+
+@pytest.mark.anyio
+async def test_a_body_cut_short_is_recorded_as_not_received(sim: Simulator) -> None:
+    """A sender killed mid-body (Content-Length not reached) is logged as 499, never a 2xx."""
+    host, port = sim.sink_url.removeprefix("http://").split("/")[0].split(":")
+    stream = await anyio.connect_tcp(host, int(port))
+    await stream.send(b"POST /hooks HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                      b"Content-Type: application/json\r\n\r\n{\"half\":")
+    await anyio.sleep(0.1)
+    await stream.aclose()
+    await sim.sink.wait_for(lambda requests: len(requests) >= 1, timeout=5)
+    assert sim.sink.requests[0].status == 499

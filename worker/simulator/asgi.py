@@ -31,6 +31,7 @@ class Request:
     scope: Scope
     receive: Receive
     params: dict[str, str] = field(default_factory=dict)
+    disconnected: bool = False  # set by body() when the client left mid-request
 
     @property
     def method(self) -> str:
@@ -68,6 +69,7 @@ class Request:
         while True:
             message = await self.receive()
             if message["type"] != "http.request":
+                self.disconnected = True  # the client went away before the body was complete
                 break
             chunk = bytes(message.get("body", b""))
             if size < limit:

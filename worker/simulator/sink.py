@@ -137,6 +137,8 @@ class Sink:
         request = Request(scope, receive)
         body = await request.body()
         behaviour, status = self._answer(request.path)
+        if request.disconnected:
+            status = 499  # nginx's "client closed request": no receiver would accept this body
         self.requests.append(
             ReceivedRequest(
                 method=request.method,
