@@ -72,6 +72,7 @@ class Report:
         return "\n".join(parts)
 
     def to_json(self, command: Sequence[str]) -> dict[str, Any]:
+        """Everything needed to compare a later run: command, machine, parameters, rounds."""
         return {
             "name": self.name,
             "command": " ".join(command),

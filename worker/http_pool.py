@@ -4,7 +4,7 @@ Why: httpcore's connection pool does work quadratic in the number of connections
 on every request and every response close (``_assign_requests_to_connections`` walks every
 connection, and for each idle one builds a list over all of them again). With the
 daemon's default 3 x 32 poll slots the shared pool holds about 100 connections, and a poll
-then cost 24 to 42 ms of CPU, against about 1 ms with pools of four connections (measured
+then cost 14 to 42 ms of CPU, against about 1 ms with pools of two connections (measured
 with ``bench/polling.py``'s bare loop; see docs/benchmarks.md). Splitting the same
 connections over small pools keeps that work constant.
 
@@ -75,7 +75,7 @@ def _async_body(response: httpx.Response) -> httpx.AsyncByteStream:
 class ShardedTransport(httpx.AsyncBaseTransport):
     """``max_connections`` per origin, in pools of ``per_shard`` (see the module docstring)."""
 
-    def __init__(self, *, max_connections: int, per_shard: int = 4,
+    def __init__(self, *, max_connections: int, per_shard: int = 2,
                  keepalive_expiry: float = 5.0, idle_close: float = 300.0,
                  verify: ssl.SSLContext | bool = True,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -91,6 +91,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         self._origins: dict[Origin, _OriginShards] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send on the origin's least busy pool; the slot is held until the body is closed."""
         await self._close_idle_origins()
         shard = self._pick((request.url.scheme, request.url.host, request.url.port))
         shard.in_flight += 1

@@ -1,0 +1,375 @@
+"""Polls per second through the whole scheduler, next to a bare httpx loop in the same run.
+
+Three ways of making the same GETs against the simulator (its own process), at the same
+concurrency (``concurrency`` per provider), phases alternated ABAB and repeated:
+
+* ``pipeline``: the real ``Scheduler`` with the real lanes (``worker.daemon.lanes_for``) and
+  the daemon's one ``httpx.AsyncClient`` (``worker.daemon.http_client``): claim due calls in
+  SQLite, GET through the adapter, ``reconcile.on_poll``, group commit. Counted when
+  committed. Logging is on at the daemon's default level (into /dev/null, as JSON).
+* ``bare``: the same client doing the same GETs (URLs and headers captured from the adapters'
+  own requests), ``client.get`` in a loop and nothing else. The ratio pipeline/bare is the
+  headline: what the scheduler, the store and reconcile cost on top of HTTP.
+* ``raw``: keep-alive GETs over plain sockets, parsing only Content-Length: as cheap a client
+  as Python allows, so it shows the simulator's own capacity. If ``bare`` came close to it,
+  or the simulator's CPU were near 100 % during ``bare``, the simulator would be the limit.
+
+Every call waits (not joined) for the whole run, so every poll is one GET that changes
+nothing, the steady state of a long call (events are ``bench/outbox.py``'s business), and is
+due again 1 ms after each poll: there is always more work than slots, so the figure is the
+pipeline's capacity, not a configured rate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from bench.common import (
+    PROVIDERS,
+    Report,
+    Sim,
+    Table,
+    add_sim_calls,
+    cli,
+    live_scripts,
+    median,
+    simulator,
+    write_config,
+)
+from worker import logs
+from worker.config import Config, load
+from worker.daemon import http_client, lanes_for
+from worker.scheduler import Scheduler
+from worker.store.base import NewCall, PollApplied
+from worker.store.sqlite import SQLiteStore
+
+NAME = "polling"
+# Due again right after every poll: the lanes never run out of work.
+TRACKING = {"poll_interval": 0.001, "pending_poll_interval": 0.001,
+            "recording_poll_interval": 0.001}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    calls: int = 3000  # tracked, split over the three providers
+    concurrency: int = 32  # per provider: the daemon's default
+    seconds: float = 3.0  # measured per phase
+    warmup: float = 0.7  # per phase, not measured
+    rounds: int = 6  # short phases, many rounds: neighbours in time see the same noise
+    stock_pool: bool = False  # also time the pre-http_pool client (slow: ~40 ms CPU/request)
+
+
+DEFAULT = Options()
+QUICK = Options(calls=300, seconds=1.0, warmup=0.3, rounds=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Phase:
+    """One measured window: requests done, and CPU used by us and by the simulator."""
+
+    polls: int
+    seconds: float
+    cpu_seconds: float  # this process, every thread
+    sim_cpu_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.polls / self.seconds
+
+    @property
+    def cpu_ms_per_poll(self) -> float:
+        return 1000 * self.cpu_seconds / max(1, self.polls)
+
+    @property
+    def sim_util(self) -> float:
+        """Share of one core the simulator used (it is single-threaded)."""
+        return self.sim_cpu_seconds / self.seconds
+
+
+class CountingStore(SQLiteStore):
+    """The real store, counting the poll results it commits."""
+
+    committed = 0
+
+    async def apply_poll_results(self, items: Sequence[PollApplied], now: float) -> None:
+        await super().apply_poll_results(items, now)
+        self.committed += len(items)
+
+
+async def window(count: Callable[[], int], seconds: float, sim: Sim) -> Phase:
+    """Measure ``count()`` growth, our CPU and the simulator's over ``seconds``."""
+    n0, t0, c0, s0 = count(), time.perf_counter(), time.process_time(), sim.cpu_seconds()
+    await anyio.sleep(seconds)
+    n1, t1, c1, s1 = count(), time.perf_counter(), time.process_time(), sim.cpu_seconds()
+    return Phase(polls=n1 - n0, seconds=t1 - t0, cpu_seconds=c1 - c0, sim_cpu_seconds=s1 - s0)
+
+
+# --------------------------------------------------------------------------- the three clients
+
+
+async def pipeline_phase(store: CountingStore, config: Config, client: httpx.AsyncClient,
+                         options: Options, sim: Sim) -> Phase:
+    """The real scheduler, started fresh, measured after its warm-up."""
+    scheduler = Scheduler(store, lanes_for(config, client))
+    async with anyio.create_task_group() as tg:
+        await tg.start(scheduler.run)
+        await anyio.sleep(options.warmup)
+        phase = await window(lambda: store.committed, options.seconds, sim)
+        scheduler.stop()
+    return phase
+
+
+async def adapter_phase(config: Config, client: httpx.AsyncClient,
+                        scripts: Sequence[Mapping[str, Any]], options: Options,
+                        sim: Sim) -> Phase:
+    """``provider.fetch_call`` in loops: the adapters' cost, without scheduler or store."""
+    done = 0
+    stopping = False
+    lanes = lanes_for(config, client)
+
+    async def loop(fetch: Callable[[str], Awaitable[object]], ids: Sequence[str]) -> None:
+        nonlocal done
+        for call_id in itertools.cycle(ids):
+            if stopping:
+                return
+            await fetch(call_id)
+            done += 1
+
+    async with anyio.create_task_group() as tg:
+        for name, lane in lanes.items():
+            ids = [s["call_id"] for s in scripts if s["provider"] == name]
+            for share in _shares(ids, options.concurrency):
+                tg.start_soon(loop, lane.provider.fetch_call, share)
+        await anyio.sleep(options.warmup)
+        phase = await window(lambda: done, options.seconds, sim)
+        stopping = True
+    return phase
+
+
+Target = tuple[list[str], dict[str, str]]  # URLs of one provider's calls, the headers
+
+
+def _shares(items: Sequence[str], concurrency: int) -> list[Sequence[str]]:
+    """One share of the items per loop; never more loops than items."""
+    return [items[k::concurrency] for k in range(min(concurrency, len(items)))]
+
+
+async def bare_phase(client: httpx.AsyncClient, targets: Mapping[str, Target],
+                     options: Options, sim: Sim) -> Phase:
+    """``client.get`` in ``concurrency`` loops per provider, nothing else."""
+    done = 0
+    stopping = False
+
+    async def loop(urls: Sequence[str], headers: dict[str, str]) -> None:
+        nonlocal done
+        for url in itertools.cycle(urls):
+            if stopping:
+                return
+            reply = await client.get(url, headers=headers)
+            if reply.status_code != 200:
+                raise RuntimeError(f"bare GET {url}: HTTP {reply.status_code}")
+            done += 1
+
+    async with anyio.create_task_group() as tg:
+        for urls, headers in targets.values():
+            for share in _shares(urls, options.concurrency):
+                tg.start_soon(loop, share, headers)
+        await anyio.sleep(options.warmup)
+        phase = await window(lambda: done, options.seconds, sim)
+        stopping = True
+    return phase
+
+
+async def raw_phase(targets: Mapping[str, Target], options: Options, sim: Sim) -> Phase:
+    """Keep-alive GETs on bare sockets: the simulator's capacity, not the client's."""
+    done = 0
+    stopping = False
+
+    async def loop(urls: Sequence[str], headers: dict[str, str]) -> None:
+        nonlocal done
+        first = httpx.URL(urls[0])
+        async with await anyio.connect_tcp(first.host, first.port or 80) as stream:
+            extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k != "host")
+            host = f"Host: {first.host}:{first.port}\r\n"
+            for url in itertools.cycle(urls):
+                if stopping:
+                    return
+                path = httpx.URL(url).raw_path.decode()
+                await stream.send(f"GET {path} HTTP/1.1\r\n{host}{extra}\r\n".encode())
+                await _read_reply(stream)
+                done += 1
+
+    async with anyio.create_task_group() as tg:
+        for urls, headers in targets.values():
+            for share in _shares(urls, options.concurrency):
+                tg.start_soon(loop, share, headers)
+        await anyio.sleep(options.warmup)
+        phase = await window(lambda: done, options.seconds, sim)
+        stopping = True
+    return phase
+
+
+async def _read_reply(stream: anyio.abc.ByteStream) -> None:
+    """Read one HTTP/1.1 reply that has a Content-Length; check it is a 200."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        buffer += await stream.receive()
+    head, body = buffer.split(b"\r\n\r\n", 1)
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"raw GET: {head[:40]!r}")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        body += await stream.receive()
+
+
+async def capture_targets(client: httpx.AsyncClient, config: Config,
+                          scripts: Sequence[Mapping[str, Any]]) -> dict[str, Target]:
+    """Each provider's call URLs and headers, exactly as its adapter sends them."""
+    seen: list[httpx.Request] = []
+
+    async def hook(request: httpx.Request) -> None:
+        seen.append(request)
+
+    client.event_hooks["request"].append(hook)
+    try:
+        lanes = lanes_for(config, client)
+        targets: dict[str, Target] = {}
+        for name in PROVIDERS:
+            ids = [s["call_id"] for s in scripts if s["provider"] == name]
+            await lanes[name].provider.fetch_call(ids[0])
+            request = seen[-1]
+            template = str(request.url).replace(ids[0], "{}")
+            headers = {k: v for k, v in request.headers.items() if k != "host"}
+            targets[name] = ([template.format(i) for i in ids], headers)
+    finally:
+        client.event_hooks["request"].remove(hook)
+    return targets
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def quiet_logs(level: str) -> None:
+    """The daemon's logging (JSON, its level) into /dev/null: its cost, not its output."""
+    devnull = open(os.devnull, "w")  # noqa: SIM115, PTH123 - lives as long as the process
+    logs.setup(level, stream=devnull, json=True)
+
+
+async def _setup(workdir: Path, sim: Sim, options: Options
+                 ) -> tuple[Config, CountingStore, list[dict[str, Any]]]:
+    scripts = live_scripts(options.calls, waiting=True)
+    await add_sim_calls(sim, scripts)
+    path, env = write_config(workdir, sim, tracking=TRACKING, concurrency=options.concurrency)
+    config = load(path, env)
+    quiet_logs(config.worker.log_level)
+    store = await CountingStore.open(config.worker.database)
+    assert isinstance(store, CountingStore)
+    now = time.time()
+    await store.track_many([(NewCall(provider=s["provider"], call_id=s["call_id"]), now)
+                            for s in scripts])
+    return config, store, scripts
+
+
+def stock_client(config: Config) -> httpx.AsyncClient:
+    """The daemon's client as it was before ``worker.http_pool``: one pool for everything."""
+    slots = sum(p.concurrency for p in config.providers.values())
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(15.0, connect=5.0),
+        limits=httpx.Limits(max_connections=slots + 64, max_keepalive_connections=slots + 64),
+        follow_redirects=False)
+
+
+async def _rounds(options: Options, sim: Sim, config: Config, store: CountingStore,
+                  scripts: list[dict[str, Any]]) -> list[dict[str, Phase]]:
+    """Every phase once per round; the order reverses from one round to the next."""
+    rounds: list[dict[str, Phase]] = []
+    async with http_client(config) as client, stock_client(config) as stock:
+        targets = await capture_targets(client, config, scripts)
+        phases: dict[str, Callable[[], Awaitable[Phase]]] = {
+            "bare": lambda: bare_phase(client, targets, options, sim),
+            "adapters": lambda: adapter_phase(config, client, scripts, options, sim),
+            "pipeline": lambda: pipeline_phase(store, config, client, options, sim),
+            "raw": lambda: raw_phase(targets, options, sim),
+        }
+        if options.stock_pool:
+            phases["stock"] = lambda: bare_phase(stock, targets, options, sim)
+        for r in range(options.rounds):
+            order = list(phases) if r % 2 == 0 else list(reversed(phases))
+            rounds.append({name: await phases[name]() for name in order})
+    return rounds
+
+
+async def _measure(options: Options) -> Report:
+    with tempfile.TemporaryDirectory(prefix="callwatch-bench-") as tmp:
+        async with simulator(Path(tmp)) as sim:
+            config, store, scripts = await _setup(Path(tmp), sim, options)
+            try:
+                rounds = await _rounds(options, sim, config, store, scripts)
+            finally:
+                await store.close()
+    return _report(options, rounds)
+
+
+def _report(options: Options, rounds: list[dict[str, Phase]]) -> Report:
+    names = list(rounds[0])
+    rate = {n: median(r[n].rate for r in rounds) for n in names}
+    cpu = {n: median(r[n].cpu_ms_per_poll for r in rounds) for n in names}
+    sim_util = {n: median(r[n].sim_util for r in rounds) for n in names}
+    ratio = median(r["pipeline"].rate / r["bare"].rate for r in rounds)
+    adapters = median(r["adapters"].rate / r["bare"].rate for r in rounds)
+    # CPU per request is steadier than a rate on a shared machine: the same ratio by CPU.
+    by_cpu = median(r["bare"].cpu_ms_per_poll / r["pipeline"].cpu_ms_per_poll for r in rounds)
+    per_round: list[tuple[Any, ...]] = [
+        (i, *(r[n].rate for n in names), r["pipeline"].rate / r["bare"].rate)
+        for i, r in enumerate(rounds, 1)]
+    per_round.append(("median", *(rate[n] for n in names), ratio))
+    main = Table(title=f"requests/s, {options.calls} calls, {options.concurrency} slots "
+                       f"per provider, {options.seconds:g} s per phase",
+                 columns=("round", *names, "pipeline/bare"), rows=per_round)
+    costs = Table(title="per phase (medians): CPU of this process per request, simulator CPU",
+                  columns=("phase", "req/s", "of bare", "cpu ms/req", "sim cpu (cores)"),
+                  rows=[(n, rate[n], rate[n] / rate["bare"], cpu[n], sim_util[n])
+                        for n in names])
+    notes = [f"aim: pipeline/bare >= 0.8; measured {ratio:.2f} by rate, {by_cpu:.2f} by CPU "
+             f"per request (adapters alone: {adapters:.2f} by rate)"]
+    if sim_util["bare"] > 0.9 or rate["bare"] > 0.8 * rate["raw"]:
+        notes.append("the simulator is close to its capacity during 'bare': it may be the limit")
+    results = {"pipeline_over_bare": ratio, "pipeline_over_bare_by_cpu": by_cpu,
+               "adapters_over_bare": adapters,
+               "polls_per_s": rate, "cpu_ms_per_request": cpu, "sim_cores": sim_util,
+               "rounds": [{n: {**asdict(p), "rate": p.rate} for n, p in r.items()}
+                          for r in rounds]}
+    return Report(name=NAME, params=asdict(options), tables=[main, costs], notes=notes,
+                  results=results)
+
+
+def run(quick: bool = False) -> Report:
+    """The benchmark with default sizes (or ``quick`` ones, for a smoke run)."""
+    return measure(QUICK if quick else DEFAULT)
+
+
+def measure(options: Options) -> Report:
+    return anyio.run(_measure, options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli(NAME, __doc__, default=DEFAULT, quick=QUICK, measure=measure, argv=argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
