@@ -88,7 +88,7 @@ def body(event: Event) -> bytes:
     return encoded if len(encoded) <= MAX_BODY else _encode(event, trimmed(event, event.data))
 
 
-MAX_BODY = 20_000  # consumers' request limits; CONTRACT.md promises bodies under 20 KB
+MAX_BODY = 20_000  # bytes: bodies stay under 20 KB, below any consumer's request size limit
 TEXT_CAP = 256  # provider free text kept in a trimmed body
 _FREE_TEXT = ("provider_status", "end_reason", "reason", "content_type")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import ValidationError
 
-from tests.webhooks.schema import check_body
+from tests.webhooks.schema import SCHEMA_PATH, check_body
 from worker.config import TrackingConfig
 from worker.events import MAX_BODY, TEXT_CAP, body, call_event, recording_event
 from worker.model import (
@@ -139,3 +140,13 @@ def test_every_body_fits_in_20_kb_and_matches_the_schema(
         document = check_body(encoded)
         if event.recording_id is not None:
             assert document["data"]["recording"]["id"] in (rec.id, rec.id[:TEXT_CAP])
+
+
+def test_the_consumer_docs_show_a_valid_example_of_every_type() -> None:
+    """docs/webhooks.md has one example body per event type, each valid against the schema."""
+    text = (SCHEMA_PATH.parent / "webhooks.md").read_text(encoding="utf-8")
+    bodies = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)]
+    examples = [b for b in bodies if isinstance(b, dict) and "type" in b]
+    for example in examples:
+        check_body(json.dumps(example).encode())
+    assert sorted(e["type"] for e in examples) == sorted(str(t) for t in EventType)

@@ -1,10 +1,11 @@
 """Webhook delivery: the outbox relay, Standard Webhooks signing and the retry policy.
 
-    store (events) --fan_out--> deliveries --claim--> sign + POST --record--> store
-                                  ^                                  |
-                                  +---- retry at T / dead / 410 -----+
+    store (events) --fan_out--> deliveries --claim--> slots --> sign + POST --record--> store
+                                  ^                                            |
+                                  +-------- retry at T / dead / 410 -----------+
 
 ``policy`` (pure decisions), ``signing`` (pure), ``endpoints`` (config -> who gets what),
-``transport`` (one bounded HTTP attempt), ``relay`` (the daemon component), ``commands``
-(the ``deliveries`` and ``replay`` CLI commands), ``base`` (the store seam they share).
+``transport`` (one bounded HTTP attempt), ``slots`` (per-endpoint queues and limits),
+``relay`` (the daemon component), ``commands`` (the ``deliveries`` and ``replay`` CLI
+commands and the delivery parts of ``status``), ``base`` (the store seam they share).
 """

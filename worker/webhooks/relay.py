@@ -2,18 +2,18 @@
 
 Shape (one task group, no hand-kept task dicts, like the scheduler)::
 
-    loop:  fan_out (events -> deliveries, cursor)  ->  claim (leases)  ->  attempt tasks
-    attempt: sign -> POST (bounded) -> policy.decide -> AttemptResult  --stream-->  writer
-    writer: record_attempts, many per transaction (group commit) -> wake the loop
+    loop:    fan_out (events -> deliveries, cursor) -> claim (leases) -> slots (per endpoint)
+    senders: take from slots -> sign -> POST (bounded) -> policy.decide --stream--> writer
+    writer:  record_attempts, many per transaction (group commit) -> wake the loop
 
 * Deliveries live in the database: what is due, retried, dead or in flight survives a
   restart or a kill -9 (a dead relay's leases are released at the next start).
 * Order per (call, endpoint) is the store's claim gate; endpoints and calls never wait for
-  each other, beyond the limits: ``max_in_flight`` per endpoint and ``max_connections`` in
-  all (which is also the size of the one connection pool).
-* The loop wakes on the scheduler's commits (new events), on finished attempts, on the
-  next due retry, and at least every ``idle_wait`` seconds (events or replays written by
-  another process).
+  each other, beyond the limits: ``max_in_flight`` per endpoint and ``max_connections``
+  senders in all, sharing one connection pool.
+* The loop wakes on the scheduler's commits (new events), on recorded results, when an
+  endpoint's queue runs low, on the next due retry, and at least every ``idle_wait``
+  seconds (events or replays written by another process).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Protocol
 import anyio
 import httpx
 import structlog
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from worker.config import Config
@@ -42,6 +42,7 @@ from worker.webhooks.base import (
 )
 from worker.webhooks.endpoints import Endpoints, safe_url
 from worker.webhooks.policy import Dead, Decision, Delivered, Disabled, Retry, decide
+from worker.webhooks.slots import AHEAD, Slots
 
 log = structlog.get_logger("worker.webhooks")
 
@@ -69,9 +70,10 @@ class Relay:
         self._rng = rng
         self._idle_wait = idle_wait
         self._batch_size = batch_size
-        self._in_flight: Counter[str] = Counter()  # endpoint URL -> attempts under way
         self._wakeup = anyio.Event()
+        self._slots = Slots(self._limit, on_low=self._nudge)
         self._new_events = True  # look in the outbox at the next turn of the loop
+        self._fanned_out_at = 0.0  # monotonic: when the loop last looked in the outbox
         self._stopping = False
         self._progress = time.monotonic()
         self.stats: Counter[str] = Counter()  # "delivered", "failed", "dead", "disabled"
@@ -98,6 +100,13 @@ class Relay:
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: new endpoints, filters, secrets and schedules apply to the next attempts."""
         self._endpoints = Endpoints(config)
+        self._nudge()
+
+    def _limit(self, url: str) -> int:
+        return self._endpoints.limit(url)  # looked up each time: SIGHUP may change it
+
+    def _nudge(self) -> None:
+        """Look for due deliveries now (not for new events)."""
         self._wakeup.set()
 
     def progress(self) -> float:
@@ -105,32 +114,39 @@ class Relay:
         return self._progress
 
     def describe(self) -> str:
-        return f"{sum(self._in_flight.values())} deliveries in flight"
+        in_flight = sum(self._slots.in_flight.values())
+        return f"{in_flight} deliveries in flight, {self._slots.total - in_flight} queued"
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self._store.recover_deliveries(self._clock())
-        send, receive = anyio.create_memory_object_stream[AttemptResult](self._batch_size * 4)
+        results, to_record = anyio.create_memory_object_stream[AttemptResult](
+            self._batch_size * 4)
         try:
-            async with transport.client(self._max_connections) as http, \
+            async with transport.connection_pool(self._max_connections) as pool, \
                     anyio.create_task_group() as tg:
-                tg.start_soon(self._writer, receive)
-                async with send, anyio.create_task_group() as attempts:
+                tg.start_soon(self._writer, to_record)
+                async with results, anyio.create_task_group() as senders:
+                    # Long-lived senders, as many as connections: cheaper than a task per
+                    # attempt. Stopping closes the slots; each finishes its attempt first.
+                    for _ in range(self._max_connections):
+                        senders.start_soon(self._sender, pool, results)
                     task_status.started()
-                    await self._loop(http, attempts, send)
+                    await self._loop()
+                    self._slots.close()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._release()
 
     # ----------------------------------------------------------------------- the loop
 
-    async def _loop(self, http: httpx.AsyncClient, attempts: TaskGroup,
-                    send: MemoryObjectSendStream[AttemptResult]) -> None:
+    async def _loop(self) -> None:
         while not self._stopping:
             self._progress = time.monotonic()
             self._wakeup = anyio.Event()  # fresh before the work: a wake during it counts
             try:
-                if self._new_events:
-                    self._new_events = False
+                # Also every idle_wait: events may come from another process.
+                if self._new_events or time.monotonic() - self._fanned_out_at > self._idle_wait:
+                    self._new_events, self._fanned_out_at = False, time.monotonic()
                     await self._fan_out()
                 claim = await self._claim()
             except Exception:  # locked or full database: keep the relay alive, retry
@@ -138,9 +154,7 @@ class Relay:
                 self._new_events = True
                 await self._idle(self._clock() + 1.0, busy=False)
                 continue
-            for item in claim.deliveries:
-                self._in_flight[item.endpoint] += 1
-                attempts.start_soon(self._attempt, http, item, send)
+            self._slots.put(claim.deliveries)
             await self._idle(claim.next_due_at, busy=bool(claim.deliveries))
 
     async def _fan_out(self) -> None:
@@ -159,44 +173,48 @@ class Relay:
         return routes
 
     async def _claim(self) -> Claim:
-        endpoints, busy = self._endpoints, self._in_flight
-        free = {url: endpoints.limit(url) - busy[url] for url in [*busy, *endpoints.configured]}
+        """Lease what the slots have room for: in flight plus as many again waiting."""
+        endpoints = self._endpoints
         return await self._store.claim_due_deliveries(
-            self._clock(), free=free, default_free=endpoints.per_call_limit,
-            limit=self._max_connections - sum(busy.values()),
-            lease_seconds=endpoints.longest_timeout + LEASE_MARGIN)
+            self._clock(), free=self._slots.room(endpoints.configured),
+            default_free=AHEAD * endpoints.per_call_limit,
+            limit=AHEAD * self._max_connections - self._slots.total,
+            # A waiting delivery starts within one attempt's time (those ahead of it are done
+            # by then) and takes at most one more.
+            lease_seconds=AHEAD * endpoints.longest_timeout + LEASE_MARGIN)
 
     async def _idle(self, next_due_at: float | None, *, busy: bool) -> None:
-        """Wait for a wake-up (new events, results recorded), the next due retry, or the
-        idle tick; after a tick, look in the outbox too (another process may write to it)."""
+        """Wait for a wake-up (new events, results recorded, a queue running low), the next
+        due retry, or the idle tick."""
         wait = self._idle_wait
         if next_due_at is not None:
             wait = min(wait, next_due_at - self._clock())
         if busy and wait <= 0:
             return
-        with anyio.move_on_after(max(wait, MIN_IDLE)) as idle:
+        with anyio.move_on_after(max(wait, MIN_IDLE)):
             await self._wakeup.wait()
-        if idle.cancelled_caught and wait >= self._idle_wait:
-            self._new_events = True
 
     # ----------------------------------------------------------------------- one attempt
 
-    async def _attempt(self, http: httpx.AsyncClient, item: ClaimedDelivery,
+    async def _sender(self, pool: httpx.AsyncBaseTransport,
+                      results: MemoryObjectSendStream[AttemptResult]) -> None:
+        while (item := await self._slots.take()) is not None:
+            await self._attempt(pool, item, results)
+
+    async def _attempt(self, pool: httpx.AsyncBaseTransport, item: ClaimedDelivery,
                        send: MemoryObjectSendStream[AttemptResult]) -> None:
         try:
-            result = await self._deliver(http, item)
+            result = await self._deliver(pool, item)
         except Exception:  # a bug must not stop the relay: the lease runs out, it is retried
             log.exception("delivery.crashed", event_id=item.event_id,
                           endpoint=safe_url(item.endpoint))
-            self._wakeup.set()
             return
         finally:
-            self._in_flight[item.endpoint] -= 1
-            if self._in_flight[item.endpoint] <= 0:
-                del self._in_flight[item.endpoint]
+            self._slots.done(item)
         await send.send(result)  # the writer wakes the loop once it is recorded
 
-    async def _deliver(self, http: httpx.AsyncClient, item: ClaimedDelivery) -> AttemptResult:
+    async def _deliver(self, pool: httpx.AsyncBaseTransport,
+                       item: ClaimedDelivery) -> AttemptResult:
         endpoint = self._endpoints.get(item.endpoint, per_call=item.per_call)
         decision: Decision
         if isinstance(endpoint, str):
@@ -205,7 +223,7 @@ class Relay:
             return AttemptResult(delivery=item, decision=decision)
         started = self._clock()
         headers = signing.headers(item.event_id, int(started), item.body, endpoint.keys)
-        reply = await transport.post(http, item.endpoint, body=item.body, headers=headers,
+        reply = await transport.post(pool, item.endpoint, body=item.body, headers=headers,
                                      time_limit=endpoint.timeout, now=started)
         decision = decide(attempt=item.attempt, outcome=reply.outcome,
                           schedule=endpoint.retry_schedule, now=self._clock(), rng=self._rng())
@@ -260,7 +278,7 @@ class Relay:
                     batch.append(receive.receive_nowait())
                     continue
                 except anyio.WouldBlock:
-                    if not self._in_flight:
+                    if not self._slots.in_flight:
                         break  # nothing more is coming
                 except anyio.EndOfStream:
                     break
@@ -281,7 +299,7 @@ class Relay:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
-            self._wakeup.set()  # slots are free, and the next event of each chain is due
+            self._nudge()  # slots are free, and the next event of each chain is due
             return
 
     async def _release(self) -> None:

@@ -1,13 +1,18 @@
 """One webhook POST, bounded in time and memory whatever the receiver does.
 
-* Time: one wall-clock deadline (``timeout``) covers connecting, sending and the answer's
+* Time: one wall-clock deadline (``time_limit``) covers connecting, sending and the answer's
   status line, so a receiver that trickles a byte a second cannot stretch an attempt.
 * Memory: the reply is streamed and only its first ``REPLY_KEEP`` bytes are read (kept for
   the attempts log); a 50 MB reply costs 4 KiB, and its connection is closed rather than
   drained. ``Accept-Encoding: identity`` keeps a compressed reply from expanding in memory.
 * A reply whose status arrived in time counts, even if its body then stalls or breaks off:
   the receiver has answered, the rest is only for the log.
-* Redirects are never followed (the client is built with ``follow_redirects=False``).
+* Redirects are never followed: a 3xx is simply the answer.
+
+Requests go straight to one shared httpx transport (the connection pools), not through an
+``httpx.AsyncClient``: a relay needs none of the client's layers (cookies, auth, redirects,
+URL merging), and skipping them saves about a fifth of the CPU per delivery
+(``bench/relay.py``). It also means an endpoint cannot set a cookie that we would send back.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from worker.http_pool import ShardedTransport
 from worker.webhooks.policy import Outcome, parse_retry_after
 
 REPLY_KEEP = 4096
+_HEADERS = {"user-agent": f"callwatch/{__version__}", "accept-encoding": "identity"}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -34,24 +40,19 @@ class Reply:
     reply: bytes
 
 
-def client(max_connections: int) -> httpx.AsyncClient:
-    """The relay's own client, reused for every delivery; redirects are not followed.
+def connection_pool(max_connections: int) -> httpx.AsyncBaseTransport:
+    """The relay's connections, reused for every delivery (``async with`` closes them).
 
-    Its connections live in small pools (``worker.http_pool``, as the daemon's client): in
-    one pool of a few dozen connections httpcore's bookkeeping costs more CPU than the
-    request itself (``bench/relay.py`` measures it). The relay keeps at most
-    ``max_connections`` requests in flight; idle keep-alive connections close after 5 s.
+    Small pools (``worker.http_pool``, as the daemon's client uses): in one pool of a few
+    dozen connections httpcore's bookkeeping costs more CPU than the request itself. The
+    relay keeps at most ``max_connections`` requests in flight; idle keep-alive connections
+    close after 5 s. No proxy is taken from the environment: endpoints are configured.
     """
-    return httpx.AsyncClient(
-        headers={"User-Agent": f"callwatch/{__version__}", "Accept-Encoding": "identity"},
-        follow_redirects=False,
-        trust_env=False,  # no proxy from the environment: endpoints are configured explicitly
-        transport=ShardedTransport(max_connections=max_connections),
-    )
+    return ShardedTransport(max_connections=max_connections)
 
 
-async def post(http: httpx.AsyncClient, url: str, *, body: bytes, headers: dict[str, str],
-               time_limit: float, now: float) -> Reply:
+async def post(pool: httpx.AsyncBaseTransport, url: str, *, body: bytes,
+               headers: dict[str, str], time_limit: float, now: float) -> Reply:
     """POST ``body`` to ``url`` within ``time_limit`` seconds; never raises for network
     trouble. ``now`` (POSIX seconds) turns a dated ``Retry-After`` into seconds."""
     started = time.perf_counter()
@@ -61,14 +62,19 @@ async def post(http: httpx.AsyncClient, url: str, *, body: bytes, headers: dict[
     kept = bytearray()
     with anyio.move_on_after(time_limit):
         try:
-            async with http.stream("POST", url, content=body, headers=headers,
-                                   timeout=httpx.Timeout(time_limit)) as reply:
+            request = httpx.Request("POST", url, content=body, headers={**_HEADERS, **headers},
+                                    extensions={"timeout": dict.fromkeys(
+                                        ("connect", "read", "write", "pool"), time_limit)})
+            reply = await pool.handle_async_request(request)
+            try:
                 status = reply.status_code
                 retry_after = parse_retry_after(reply.headers.get("retry-after"), now)
                 async for chunk in reply.aiter_raw():
                     kept += chunk[:REPLY_KEEP - len(kept)]
                     if len(kept) >= REPLY_KEEP:
-                        break  # leaving the block closes the connection; nothing more is read
+                        break  # closing now drops the connection; nothing more is read
+            finally:
+                await reply.aclose()
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             error = describe(exc)
     if status is None and error is None:
