@@ -12,12 +12,10 @@ one is not).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
 import stat
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -27,6 +25,7 @@ from anyio.abc import TaskStatus
 
 from worker.api.app import ApiApp
 from worker.api.runtime import ApiRuntime
+from worker.embedded_server import EmbeddedServer
 
 log = structlog.get_logger("worker.api")
 
@@ -36,34 +35,6 @@ MAX_CONNECTIONS = 256  # past this uvicorn answers 503: the API must not starve 
 
 class ListenError(Exception):
     """The configured address cannot be listened on."""
-
-
-class _Server(uvicorn.Server):
-    """uvicorn that reports readiness, stops promptly, and leaves signals to its host."""
-
-    def __init__(self, config: uvicorn.Config, started: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._started = started
-        self._exit = anyio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self._started()
-
-    async def main_loop(self) -> None:
-        counter = 0
-        while not await self.on_tick(counter):
-            counter = (counter + 10) % 864000  # a multiple of 10: refresh the Date header
-            with anyio.move_on_after(1.0):
-                await self._exit.wait()
-
-    def request_exit(self) -> None:
-        self.should_exit = True
-        self._exit.set()
 
 
 class _ToStructlog(logging.Handler):
@@ -155,7 +126,7 @@ class ApiServer:
         self.listen = listen or runtime.config.api.listen or ""
         self.app = app if app is not None else ApiApp(runtime)
         self.address: str | tuple[str, int] | None = None  # once bound: path or (host, port)
-        self._server: _Server | None = None
+        self._server: EmbeddedServer | None = None
         self._stopping = False
 
     @property
@@ -175,7 +146,7 @@ class ApiServer:
             timeout_keep_alive=30, timeout_graceful_shutdown=SHUTDOWN_GRACE,
             limit_concurrency=MAX_CONNECTIONS)
         _route_uvicorn_logs()
-        self._server = _Server(config, started=task_status.started)
+        self._server = EmbeddedServer(config, started=task_status.started)
         if self._stopping:
             self._server.request_exit()
         try:
