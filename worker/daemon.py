@@ -215,6 +215,10 @@ def restart_needed(old: Config, new: Config) -> list[str]:
         changed.append("worker.archive_dir")
     if old.api.listen != new.api.listen:
         changed.append("api.listen")
+    if old.archive != new.archive:
+        changed.append("archive")
+    if old.delivery.max_connections != new.delivery.max_connections:
+        changed.append("delivery.max_connections")
     if set(old.providers) != set(new.providers):
         changed.append("providers (added or removed)")
     return changed

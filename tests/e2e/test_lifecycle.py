@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from tests.e2e.harness import DaemonUnderTest, read_events, wait_until
+from worker.config import Config, load
 from worker.demo import write_config
 from worker.simulator import Fault, Simulator, World, run_simulator
 
@@ -196,3 +197,25 @@ async def test_second_signal_exits_at_once_without_damage(sim: Simulator, tmp_pa
         assert await store.claim_due_calls("envoy", time.time() + 1, 10) != []
     finally:
         await store.close()
+
+
+def test_restart_needed_names_what_a_reload_cannot_change(tmp_path: Path) -> None:
+    """A reload that changes the database, archive settings or connection limit says so."""
+    from dataclasses import replace
+
+    from worker.config_sections import ArchiveConfig, DeliveryConfig
+    from worker.daemon import restart_needed
+
+    base = _config(tmp_path)
+    assert restart_needed(base, base) == []
+    changed = replace(base, archive=ArchiveConfig(concurrency=9),
+                      delivery=DeliveryConfig(max_connections=3),
+                      worker=replace(base.worker, database=tmp_path / "other.db"))
+    assert restart_needed(base, changed) == ["worker.database", "archive",
+                                             "delivery.max_connections"]
+
+
+def _config(tmp_path: Path) -> Config:
+    path = tmp_path / "c.toml"
+    path.write_text('[providers.apifycloud]\n')
+    return load(path, environ={})
