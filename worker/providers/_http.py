@@ -35,7 +35,14 @@ import httpx
 import stamina
 from structlog.typing import FilteringBoundLogger
 
-from worker.model import FailureKind, NotFound, PollFailed
+from worker.model import (
+    DownloadSource,
+    FailureKind,
+    NotFound,
+    PollFailed,
+    RecordingSnapshot,
+    RecordingStatus,
+)
 from worker.signed_urls import parse_timestamp
 
 T = TypeVar("T")
@@ -361,3 +368,10 @@ def size(obj: Mapping[str, Any], *keys: str) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
     return None
+
+
+def available_recording(recording_id: str, source: DownloadSource) -> RecordingSnapshot:
+    """A recording the provider serves right now, described by the link it handed out."""
+    return RecordingSnapshot(id=recording_id, status=RecordingStatus.AVAILABLE, url=source.url,
+                             url_expires_at=source.expires_at,
+                             content_type=source.content_type, size=source.size)

@@ -88,10 +88,7 @@ class EnvoyProvider:
             return source
         if isinstance(source, NotFound):  # said available, not served yet: keep waiting
             return call.snapshot
-        recording = RecordingSnapshot(id=call_id, status=RecordingStatus.AVAILABLE,
-                                      url=source.url, url_expires_at=source.expires_at,
-                                      content_type=source.content_type, size=source.size)
-        return replace(call.snapshot, recordings=(recording,))
+        return replace(call.snapshot, recordings=(_http.available_recording(call_id, source),))
 
     async def recording_source(
         self, call_id: str, recording_id: str

@@ -28,8 +28,6 @@ from worker.model import (
     NotFound,
     PollFailed,
     PollResult,
-    RecordingSnapshot,
-    RecordingStatus,
     Snapshot,
 )
 from worker.providers import _http
@@ -90,10 +88,7 @@ class UltravoxProvider:
             # while it is enabled or unknown.
             expected = False if call.recording_enabled is False else None
             return replace(call.snapshot, recording_expected=expected)
-        recording = RecordingSnapshot(id=call_id, status=RecordingStatus.AVAILABLE,
-                                      url=found.url, url_expires_at=found.expires_at,
-                                      content_type=found.content_type, size=found.size)
-        return replace(call.snapshot, recordings=(recording,))
+        return replace(call.snapshot, recordings=(_http.available_recording(call_id, found),))
 
     async def recording_source(
         self, call_id: str, recording_id: str
