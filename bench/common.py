@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import platform
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ from typing import Any
 
 import anyio
 import httpx
+
+from worker.demo import stop_daemon
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PROVIDERS = ("ultravox", "envoy", "apifycloud")
@@ -201,18 +202,7 @@ async def simulator(workdir: Path) -> AsyncIterator[Sim]:
         yield Sim(pid=proc.pid, base_urls=info["base_urls"], api_keys=info["api_keys"],
                   control_url=info["control_url"], sink_url=info["sink_url"])
     finally:
-        stop_process(proc)
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-    """SIGTERM, wait, SIGKILL if it will not go."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
+        stop_daemon(proc)  # any child: SIGTERM, wait, SIGKILL if it will not go
 
 
 async def add_sim_calls(sim: Sim, scripts: Sequence[Mapping[str, Any]],
