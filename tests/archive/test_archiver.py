@@ -19,7 +19,7 @@ from tests.archive.faults import FaultyOps
 from tests.archive.rig import Rig, archive_rig
 from tests.webhooks.schema import check_body
 from worker.model import RecordingStatus, TrackedCall
-from worker.simulator import Fault, RecordingScript, expected_sha256
+from worker.simulator import Fault, RecordingScript, content_bytes, expected_sha256
 from worker.simulator.world import CallScript
 
 pytestmark = pytest.mark.anyio
@@ -284,6 +284,73 @@ async def test_a_full_disk_pauses_archiving_and_it_resumes_later(tmp_path: Path)
         check_archived(rig, call, script)
         assert (await rig.store.archive_state()).paused_reason is None
         assert rig.archiver.stats.paused is None
+
+
+def leave_final_file(rig: Rig, script: CallScript, ext: str, data: bytes) -> Path:
+    """A file at the recording's final name, as an attempt killed before its commit leaves it."""
+    path = rig.archive_dir / script.provider / script.call_id / f"{script.call_id}{ext}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(("provider", "ext"), [("envoy", ".m4a"), ("ultravox", ".wav")])
+async def test_a_file_placed_before_a_crash_is_adopted_without_a_download(
+        tmp_path: Path, provider: str, ext: str) -> None:
+    """Killed between rename and commit: the next attempt takes the file, asks nobody for it.
+
+    The provider has forgotten the recording and its link is revoked meanwhile: before adoption
+    this ended archive_failed, with the intact file left behind as a stray.
+    """
+    async with archive_rig(tmp_path, start_archiver=False) as rig:
+        script = ended_call(rig, provider)
+        await rig.track(script)
+        await wait_for(lambda: available(rig, script))
+        recording = script.recordings[0]
+        path = leave_final_file(rig, script, ext, content_bytes(recording))
+        rig.sim.signer.revoke(rig.sim.signer.object_path(provider, script.call_id,
+                                                         recording).encode())
+        rig.sim.world.add(dataclasses.replace(script, vanishes_after=0))
+        with capture_logs() as logs:
+            await rig.start_archiver()
+            [call] = await rig.settled(script)
+        check_archived(rig, call, script)
+        rec = call.recordings[0]
+        assert rec.archive_path == f"{provider}/{script.call_id}/{script.call_id}{ext}"
+        assert rig.files() == [path]
+        assert rig.object_gets(script) == 0
+        adopted = [e for e in logs if e["event"] == "recording.adopted"]
+        assert len(adopted) == 1 and adopted[0]["path"] == rec.archive_path
+        assert adopted[0]["size"] == recording.size
+        assert "earlier attempt" in adopted[0]["reason"]
+        assert "recording.download_started" not in [e["event"] for e in logs]
+        await check_outbox_order(rig, script)
+        event = next(e for e in await rig.events(script) if e.type == "recording.archived")
+        assert json.loads(event.body)["data"]["recording"]["archive"] == {
+            "path": rec.archive_path, "size": recording.size,
+            "sha256": expected_sha256(recording)}
+
+
+async def test_a_file_of_the_wrong_size_is_not_adopted(tmp_path: Path) -> None:
+    """Envoy announces the size; a file of another size is downloaded over, not trusted."""
+    async with archive_rig(tmp_path, start_archiver=False) as rig:
+        script = ended_call(rig, "envoy")
+        await rig.track(script)
+        await wait_for(lambda: available(rig, script))
+        recording = script.recordings[0]
+        assert (await rig.call(script)).recordings[0].size == recording.size
+        path = leave_final_file(rig, script, ".m4a", content_bytes(recording, 0, 100 * KIB))
+        with capture_logs() as logs:
+            await rig.start_archiver()
+            [call] = await rig.settled(script)
+        check_archived(rig, call, script)
+        assert call.recordings[0].archive_path == path.relative_to(rig.archive_dir).as_posix()
+        assert rig.files() == [path] and path.read_bytes() == content_bytes(recording)
+        assert rig.object_gets(script) == 1
+        skipped = [e for e in logs if e["event"] == "recording.adopt_skipped"]
+        assert len(skipped) == 1
+        assert (skipped[0]["size"], skipped[0]["expected_size"]) == (100 * KIB, recording.size)
+        assert "recording.adopted" not in [e["event"] for e in logs]
 
 
 async def test_the_same_recording_in_many_snapshots_is_downloaded_once(tmp_path: Path) -> None:

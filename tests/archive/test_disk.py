@@ -12,7 +12,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from tests.archive.faults import FaultyOps
-from worker.archive.disk import Disk, describe, is_pause_error
+from worker.archive.disk import Disk, FinalFile, describe, is_pause_error
+from worker.archive.layout import final_candidates
 
 
 @pytest.fixture
@@ -139,3 +140,79 @@ def test_a_new_folder_is_created_private(disk: Disk) -> None:
     partial.commit(PurePosixPath("p/c/r.bin"))
     assert (disk.root / "p").stat().st_mode & 0o007 == 0
     assert (disk.root / "p/c/r.bin").stat().st_mode & 0o007 == 0
+
+
+def _commit(disk: Disk, final: str, data: bytes) -> None:
+    partial = disk.create_partial("rec")
+    partial.append(data)
+    partial.commit(PurePosixPath(final))
+
+
+def test_a_placed_file_is_found_with_its_size_and_digest(disk: Disk) -> None:
+    """The lookup reports the first candidate that is there, hashed over every chunk."""
+    data = os.urandom(1024 * 1024) + b"tail"  # more than one 1 MiB read
+    _commit(disk, "envoy/call_1/rec.m4a", data)
+    found = disk.find_final(final_candidates("envoy", "call_1", "rec"))
+    assert found == FinalFile(path=PurePosixPath("envoy/call_1/rec.m4a"), size=len(data),
+                              sha256=hashlib.sha256(data).hexdigest())
+
+
+def test_candidates_are_tried_in_order(disk: Disk) -> None:
+    """With two files there (types changed between attempts) the earlier candidate wins."""
+    _commit(disk, "p/c/r.bin", b"bin")
+    _commit(disk, "p/c/r.wav", b"wav")
+    found = disk.find_final(final_candidates("p", "c", "r"))
+    assert found is not None and found.path == PurePosixPath("p/c/r.wav")
+    assert found.size == 3
+
+
+def test_nothing_there_is_none_and_nothing_is_created(disk: Disk) -> None:
+    """Missing provider folder, call folder or file: None, and no folder appears."""
+    assert disk.find_final(final_candidates("p", "c", "r")) is None
+    (disk.root / "p").mkdir()
+    assert disk.find_final(final_candidates("p", "c", "r")) is None
+    (disk.root / "p/c").mkdir()
+    (disk.root / "p/c/other.wav").write_bytes(b"someone else")
+    assert disk.find_final(final_candidates("p", "c", "r")) is None
+    assert _tree(disk.root) == [".partial", "p", "p/c", "p/c/other.wav"]
+
+
+def test_a_folder_at_the_final_name_is_not_a_file(disk: Disk) -> None:
+    """Only a regular file counts; anything else at the name is skipped."""
+    (disk.root / "p/c/r.wav").mkdir(parents=True)
+    (disk.root / "p/c/r.wav/inner").write_bytes(b"x")
+    assert disk.find_final(final_candidates("p", "c", "r")) is None
+
+
+def test_a_symlinked_file_is_not_followed(disk: Disk, tmp_path: Path) -> None:
+    """A final name that is a symlink to a file outside counts as absent."""
+    outside = tmp_path / "outside.wav"
+    outside.write_bytes(b"not a recording of ours")
+    (disk.root / "p/c").mkdir(parents=True)
+    (disk.root / "p/c/r.wav").symlink_to(outside)
+    assert disk.find_final(final_candidates("p", "c", "r")) is None
+
+
+@pytest.mark.parametrize("linked", ["p", "p/c"])
+def test_a_symlinked_folder_is_not_followed(disk: Disk, tmp_path: Path, linked: str) -> None:
+    """A provider or call folder that is a symlink is never entered, whatever lies beyond."""
+    outside = tmp_path / "outside"
+    (outside / "c").mkdir(parents=True)
+    (outside / "c/r.wav").write_bytes(b"x")
+    (outside / "r.wav").write_bytes(b"x")
+    (disk.root / linked).parent.mkdir(parents=True, exist_ok=True)
+    (disk.root / linked).symlink_to(outside)
+    assert disk.find_final(final_candidates("p", "c", "r")) is None
+
+
+def test_an_unreadable_folder_is_an_error_not_absence(disk: Disk) -> None:
+    """Permission trouble is raised (the attempt maps it to a pause), never read as 'absent'."""
+    if os.geteuid() == 0:
+        pytest.skip("root reads any folder")
+    (disk.root / "p/c").mkdir(parents=True)
+    (disk.root / "p").chmod(0)
+    try:
+        with pytest.raises(PermissionError):
+            disk.find_final(final_candidates("p", "c", "r"))
+    finally:
+        (disk.root / "p").chmod(0o750)

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from worker.archive.layout import MAX_PLAIN, PARTIAL_DIR, component, extension, final_path
+from worker.archive.layout import (
+    EXTENSIONS,
+    MAX_PLAIN,
+    PARTIAL_DIR,
+    component,
+    extension,
+    final_candidates,
+    final_path,
+)
 
 HOSTILE = [
     "../x", "../../etc/passwd", "/etc/passwd", "..", ".", "", ".partial", ".hidden",
@@ -96,3 +104,22 @@ def test_the_path_is_relative() -> None:
     path = final_path("ultravox", "c", "r", "audio/wav")
     assert path == PurePosixPath("ultravox/c/r.wav")
     assert not path.is_absolute()
+
+
+def test_the_candidates_are_every_extension_once_in_a_fixed_order() -> None:
+    """.wav, .m4a, .mp4, then .bin: each once, the same every time, all beside each other."""
+    found = final_candidates("envoy", "call_1", "rec")
+    assert [p.as_posix() for p in found] == ["envoy/call_1/rec.wav", "envoy/call_1/rec.m4a",
+                                             "envoy/call_1/rec.mp4", "envoy/call_1/rec.bin"]
+    assert found == final_candidates("envoy", "call_1", "rec")
+
+
+@given(provider=st.text(), call_id=st.text(), recording_id=st.text(),
+       content_type=st.one_of(st.none(), st.text(), st.sampled_from(sorted(EXTENSIONS))))
+@example(provider="..", call_id="/etc", recording_id="../x", content_type="audio/x-m4a")
+def test_the_final_path_is_always_a_candidate(provider: str, call_id: str, recording_id: str,
+                                              content_type: str | None) -> None:
+    """Whatever type a download was stored under, the lookup tries its path (sanitized too)."""
+    candidates = final_candidates(provider, call_id, recording_id)
+    assert len(set(candidates)) == len(candidates) == 4
+    assert final_path(provider, call_id, recording_id, content_type) in candidates

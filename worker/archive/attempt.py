@@ -2,7 +2,7 @@
 
 The result is a value the archiver acts on, never an exception::
 
-    Archived(path, size, sha256)   complete, fsynced and renamed into place
+    Archived(path, size, sha256)   complete, fsynced and renamed into place (or adopted)
     ArchiveFailed(reason)          gone at the provider, or over max_size: give up for good
     Retry(reason, retry_after)     this attempt failed: spend one attempt, try again later
     Pause(reason)                  the archive folder cannot take files (full, read-only...)
@@ -14,6 +14,15 @@ provider's way. A 401/403 from storage means the link died under us: ask again, 
 provider just handed out means the file is gone. The stored link never carries headers: a
 link that needs our API key (Ultravox serving the bytes itself) answers 401 without it, and
 the refresh that follows brings the key along, for that origin only.
+
+Adoption: before any link or byte, the attempt looks for a file already at one of the
+recording's final names (any extension). A file only ever gets a final name after a complete,
+size-checked, fsynced download, so one found there was left by an earlier attempt killed
+between its rename and the database commit: it is hashed and returned as ``Archived`` with no
+HTTP at all (``recording.adopted``), even if the provider no longer serves the recording. One
+whose size differs from the size the provider announced is not trusted
+(``recording.adopt_skipped``): the download goes ahead and replaces it when the extension is
+the same.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from worker.providers.base import Provider
 from worker.reconcile import Archived, ArchiveFailed
 
 MAX_REFRESHES = 2
+ADOPT_REASON = "a complete file from an earlier attempt that stopped before its commit"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -100,6 +110,9 @@ class Attempt:
             return Retry(reason=f"local error: {describe(exc)}")
 
     async def _run(self) -> Outcome:
+        adopted = await self._adopt()
+        if adopted is not None:
+            return adopted
         job, config = self.job, self.tools.config
         source = None if job.url is None else DownloadSource(
             url=job.url, expires_at=job.url_expires_at, content_type=job.content_type,
@@ -132,6 +145,22 @@ class Attempt:
         finally:
             if not committed:
                 _discard(partial)
+
+    async def _adopt(self) -> Archived | None:
+        """The file an earlier attempt placed but never committed, if there is a sound one."""
+        job = self.job
+        candidates = layout.final_candidates(job.provider, job.call_id, job.recording_id)
+        found = await anyio.to_thread.run_sync(self.tools.disk.find_final, candidates)
+        if found is None:
+            return None
+        path = found.path.as_posix()
+        if job.size is not None and found.size != job.size:
+            self.log.warning("recording.adopt_skipped", path=path, size=found.size,
+                             expected_size=job.size,
+                             reason="a file is already there, of another size: downloading")
+            return None
+        self.log.info("recording.adopted", path=path, size=found.size, reason=ADOPT_REASON)
+        return Archived(path=path, size=found.size, sha256=found.sha256)
 
     async def _fetch(self, source: DownloadSource, fresh: bool,
                      transfer: Transfer) -> Outcome | None:

@@ -10,6 +10,10 @@ Each scratch file is ``flock``ed by the process writing it. At start, a scratch 
 holds a lock on belongs to a run that died and is deleted (resuming it would mean trusting
 bytes that were never fsynced); one that is locked belongs to a live process and is left.
 
+``find_final`` looks for a file already at a recording's final name (one a run killed between
+the rename and the database commit left behind) without creating or following anything: it
+only reads, so it does not go through ``FileOps``.
+
 ``FileOps`` is the seam for the few system calls that write: tests swap it for one that raises
 ``ENOSPC`` to prove a full disk pauses archiving without leaving anything behind.
 """
@@ -22,7 +26,9 @@ import fcntl
 import hashlib
 import os
 import secrets
+import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from worker.archive.layout import PARTIAL_DIR
@@ -34,6 +40,11 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_MODE = 0o640  # recordings are personal data: not world-readable (umask may narrow it)
 _DIR_MODE = 0o750
 _PROBE_BYTES = 64 * 1024
+# A final file is only ever read here: never through a symlink, never blocking on a FIFO.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_HASH_CHUNK = 1024 * 1024
+# "No file of ours there": missing, a symlink (never followed), or a folder that is not one.
+_ABSENT_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 
 
 def is_pause_error(exc: BaseException) -> bool:
@@ -48,6 +59,15 @@ def describe(exc: OSError) -> str:
             errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
             errno.EPERM: "operation not permitted"}.get(exc.errno or 0, exc.strerror or "error")
     return f"{text} ({name})"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FinalFile:
+    """A regular file found at a final name: its path relative to the archive, size, digest."""
+
+    path: PurePosixPath
+    size: int
+    sha256: str
 
 
 class FileOps:
@@ -178,6 +198,42 @@ class Disk:
             for fd in fds:
                 os.close(fd)
 
+    def find_final(self, candidates: Sequence[PurePosixPath]) -> FinalFile | None:
+        """The first candidate that is a regular file in the archive, hashed; None if none is.
+
+        Creates nothing and follows no symlink: a symlink (file or folder) counts as absent.
+        Other errors (permissions, I/O) are raised. Blocks: meant for a worker thread.
+        """
+        for candidate in candidates:
+            fd = self._open_final(candidate)
+            if fd is None:
+                continue
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    size, digest = _hash_file(fd)
+                    return FinalFile(path=candidate, size=size, sha256=digest)
+            finally:
+                os.close(fd)
+        return None
+
+    def _open_final(self, final: PurePosixPath) -> int | None:
+        """Open ``final`` for reading through existing, real folders; None when absent."""
+        *folders, filename = final.parts
+        fds: list[int] = []
+        try:
+            parent = self._root_fd
+            for folder in folders:
+                parent = os.open(folder, _DIR_FLAGS, dir_fd=parent)
+                fds.append(parent)
+            return os.open(filename, _READ_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in _ABSENT_ERRNOS:
+                return None
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+
     def _subdir(self, parent: int, name: str) -> int:
         """Open folder ``name`` under ``parent`` (never through a symlink), creating it."""
         try:
@@ -220,3 +276,13 @@ class Disk:
             partial.sync()
         finally:
             partial.discard()
+
+
+def _hash_file(fd: int) -> tuple[int, str]:
+    """Size and hex SHA-256 of everything readable from ``fd``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := os.read(fd, _HASH_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()

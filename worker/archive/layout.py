@@ -70,3 +70,15 @@ def final_path(provider: str, call_id: str, recording_id: str,
     """The recording's path relative to ``archive_dir``; always three safe components."""
     name = component(recording_id) + extension(content_type)
     return PurePosixPath(component(provider), component(call_id), name)
+
+
+def final_candidates(provider: str, call_id: str, recording_id: str) -> list[PurePosixPath]:
+    """Every path ``final_path`` can give the recording, one per extension, in a fixed order.
+
+    ``.wav``, ``.m4a``, ``.mp4`` (the table's order), then ``.bin``: what to look for when the
+    content type a download was stored under is not known.
+    """
+    folder = PurePosixPath(component(provider), component(call_id))
+    name = component(recording_id)
+    extensions = dict.fromkeys([*EXTENSIONS.values(), DEFAULT_EXTENSION])
+    return [folder / (name + ext) for ext in extensions]
