@@ -65,6 +65,8 @@ class SoakReport:
     recordings_corrupt: int = 0
     recordings_missing: int = 0
     stray_files: int = 0
+    stray_paths: list[str] = field(default_factory=list)  # the first few, to look into
+    archive_paused: str | None = None  # the archiver's pause reason when the run ended
     integrity: str = ""
     recovery_seconds: list[float] = field(default_factory=list)
     faults: dict[str, int] = field(default_factory=dict)
@@ -91,6 +93,15 @@ def make_calls(world: World, n: int, rng: random.Random) -> list[CallScript]:
             lasts=rng.uniform(1.0, 8.0), join_timeout=4.0,
             recordings=recordings if joins else ()))
     return scripts
+
+
+def disk_mb_for(scripts: list[CallScript]) -> int:
+    """A tmpfs twice the size of every recording the calls will make, plus 16 MiB: room for
+    all of them with the ballast gone, so a full disk is only ever the injected fault. (A
+    48 MiB disk for 600 calls filled up for real: the daemon paused, correctly, and a third
+    of the recordings waited out the settle window.)"""
+    total = sum(r.size for s in scripts for r in s.recordings)
+    return 16 + -(-2 * total // (1 << 20))
 
 
 @contextlib.contextmanager
@@ -229,6 +240,7 @@ async def check_archive(db: Path, archive: Path, scripts: list[CallScript],
     store = await SQLiteStore.open(db)
     try:
         report.integrity = await store.integrity_check()
+        report.archive_paused = (await store.archive_state()).paused_reason
         by_key = {(s.provider, s.call_id): s for s in scripts}
         referenced = set()
         for call in await store.list_calls(limit=len(scripts) + 10, include_terminal=True):
@@ -257,6 +269,8 @@ async def check_archive(db: Path, archive: Path, scripts: list[CallScript],
         if path.is_file() and path.resolve() not in referenced and ".partial" not in path.parts \
                 and path.name != "ballast":
             report.stray_files += 1
+            if len(report.stray_paths) < 20:
+                report.stray_paths.append(str(path.relative_to(archive)))
 
 
 def judge(report: SoakReport) -> None:
@@ -292,13 +306,14 @@ async def soak_setup(args: argparse.Namespace, workdir: Path
     world = World()
     async with run_simulator(world, link_ttl=args.link_ttl, seed=args.seed) as sim:
         archive = workdir / "recordings"
+        scripts = make_calls(world, args.calls, rng)
+        args.disk_mb = args.disk_mb or disk_mb_for(scripts)
         with small_disk(archive, args.disk_mb) as mounted:
             extra = "[archive]\nconcurrency = 4\nmax_attempts = 50\n"
             # Hundreds of kills take minutes: no call may hit max_tracking_age meanwhile.
             tracking = {**FAST_TRACKING, "max_tracking_age": 7200}
             config, env = write_config(workdir, sim, extra=extra, tracking=tracking)
             daemon = DaemonUnderTest(config=config, env=env, workdir=workdir)
-            scripts = make_calls(world, args.calls, rng)
             yield sim, daemon, archive, mounted, scripts
 
 
@@ -336,7 +351,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chaos-seconds", type=float, default=20.0)
     parser.add_argument("--settle-seconds", type=float, default=120.0)
     parser.add_argument("--link-ttl", type=int, default=4, help="signed link lifetime (s)")
-    parser.add_argument("--disk-mb", type=int, default=48, help="archive tmpfs size")
+    parser.add_argument("--disk-mb", type=int, default=0,
+                        help="archive tmpfs size (default: room for every recording twice)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", type=Path, default=Path("bench/results/soak.json"))
