@@ -150,12 +150,11 @@ async def request(
     """
     path = urlsplit(url).path
     try:
-        async for attempt in stamina.retry_context(
-            on=_RetryableError, attempts=_RETRY_ATTEMPTS, timeout=_RETRY_TIMEOUT
-        ):
-            with attempt:
-                reply = await _attempt(client, url, headers, read_body=read_body)
-                return _classify(reply, path, log)
+        try:
+            reply = await _attempt(client, url, headers, read_body=read_body)
+        except _RetryableError as first:
+            reply = await _retry(first, client, url, headers, read_body=read_body)
+        return _classify(reply, path, log)
     except _RetryableError as exc:
         what = exc.what
     except httpx.HTTPError as exc:  # not worth a retry, e.g. a body that does not decompress
@@ -165,13 +164,41 @@ async def request(
     return PollFailed(kind=FailureKind.TRANSIENT, message=f"{what} from {path}")
 
 
+async def _retry(
+    first: _RetryableError, client: httpx.AsyncClient, url: str, headers: Mapping[str, str],
+    *, read_body: bool,
+) -> Reply:
+    """Retry after a first attempt failed, as if stamina had made that attempt too.
+
+    The first attempt runs outside stamina because entering its retry context costs about
+    90 µs, a tenth of a whole poll's CPU, and almost every poll succeeds at once. Re-raising
+    the first failure inside the context keeps stamina's accounting (attempt count, back-off
+    before the second try, instrumentation) exactly as if it had made that attempt itself.
+    """
+    failed: _RetryableError | None = first
+    async for attempt in stamina.retry_context(
+        on=_RetryableError, attempts=_RETRY_ATTEMPTS, timeout=_RETRY_TIMEOUT
+    ):
+        with attempt:
+            if failed is not None:
+                error, failed = failed, None
+                raise error
+            return await _attempt(client, url, headers, read_body=read_body)
+    raise AssertionError("unreachable: stamina re-raises the last failure")  # pragma: no cover
+
+
 async def _attempt(
     client: httpx.AsyncClient, url: str, headers: Mapping[str, str], *, read_body: bool
 ) -> Reply:
+    # A bare CancelScope rather than anyio.fail_after: same deadline, a third of the cost
+    # (no generator-based context manager), and this runs for every poll.
     try:
-        with anyio.fail_after(ATTEMPT_DEADLINE):
-            async with client.stream("GET", url, headers=headers,
-                                     follow_redirects=False) as resp:
+        with anyio.CancelScope(deadline=anyio.current_time() + ATTEMPT_DEADLINE):
+            # send(stream=True) and aclose() are what client.stream() does, without its
+            # generator-based context manager (about 15 µs a request).
+            resp = await client.send(client.build_request("GET", url, headers=headers),
+                                     stream=True, follow_redirects=False)
+            try:
                 status = resp.status_code
                 if status == 408 or (status >= 500 and status != 503):
                     raise _RetryableError(f"HTTP {status}", status)
@@ -180,8 +207,11 @@ async def _attempt(
                 body, too_large = await _read_capped(resp)
                 return Reply(status=status, headers=resp.headers, body=body,
                              too_large=too_large)
-    except (httpx.TransportError, TimeoutError) as exc:  # httpx timeouts are TransportErrors
+            finally:
+                await resp.aclose()
+    except httpx.TransportError as exc:  # httpx timeouts are TransportErrors
         raise _RetryableError(type(exc).__name__) from None
+    raise _RetryableError("TimeoutError")  # the deadline passed: the scope swallowed it
 
 
 async def _read_capped(resp: httpx.Response) -> tuple[bytes, bool]:
@@ -280,6 +310,8 @@ def clip(value: object, limit: int = 80) -> str:
 
 def check_token(call_id: str) -> str | None:
     """Why ``call_id`` is not a safe path segment, or None; the reason never echoes the id."""
+    if len(call_id) <= _MAX_ID_LENGTH and _TOKEN.fullmatch(call_id) and call_id.strip("."):
+        return None  # every rule below holds: skip the per-character scans (every poll)
     return next((reason for bad, reason in _ID_RULES if bad(call_id)), None)
 
 

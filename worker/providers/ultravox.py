@@ -124,8 +124,8 @@ class UltravoxProvider:
         return f"{self._base}/api/calls/{quote(call_id, safe='')}"
 
     def _log(self, call_id: str) -> FilteringBoundLogger:
-        log: FilteringBoundLogger = structlog.get_logger().bind(provider=self.name,
-                                                                 call_id=call_id)
+        # Lazy: bound only when something is logged, which a healthy poll never does.
+        log: FilteringBoundLogger = structlog.get_logger(provider=self.name, call_id=call_id)
         return log
 
 
