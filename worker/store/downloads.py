@@ -21,7 +21,7 @@ import aiosqlite
 import structlog
 
 from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
-from worker.model import DownloadSource, TrackedCall
+from worker.model import DownloadSource
 from worker.reconcile import Archived, ArchiveFailed, Policy, on_archive
 from worker.store import rows
 
@@ -56,11 +56,7 @@ class DownloadMixin:
         async def _recordings_of(self, db: aiosqlite.Connection,
                                  pks: list[int]) -> dict[int, list[Any]]: ...
 
-        async def _persist(self, db: aiosqlite.Connection, calls: list[TrackedCall],
-                           now: float, results: list[Any]) -> None: ...
-
-        async def _insert_events(self, db: aiosqlite.Connection,
-                                 batches: list[tuple[TrackedCall, Any]]) -> None: ...
+        async def _apply_writes(self, db: aiosqlite.Connection, writes: rows.Writes) -> None: ...
 
     async def claim_due_downloads(self, providers: list[str], now: float,
                                   limit: int) -> list[DownloadJob]:
@@ -120,8 +116,8 @@ class DownloadMixin:
                 call = rows.call_from_row(found[0], recordings.get(job.call_pk, ()))
                 decision = on_archive(call, job.recording_id, outcome, now, policy)
                 if decision.events:
-                    await self._persist(db, [decision.call], now, [None])
-                    await self._insert_events(db, [(decision.call, decision.events)])
+                    await self._apply_writes(db, rows.decision_writes(
+                        [(decision.call, decision.events, None)], now))
             reason = outcome.reason if isinstance(outcome, ArchiveFailed) else None
             await db.execute(
                 "UPDATE recordings SET download_lease_owner = NULL, download_lease_until = NULL, "

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from worker.events import body, event_id
 from worker.model import (
     CallStatus,
+    Event,
     PollResult,
     RecordingState,
     RecordingStatus,
@@ -75,26 +78,78 @@ def recording_from_row(row: sqlite3.Row) -> RecordingState:
     )
 
 
-def call_update_params(call: TrackedCall, now: float, result: PollResult | None) -> dict[str, Any]:
-    """Named parameters for the UPDATE that persists a call after a decision."""
-    return {
-        "pk": call.pk,
-        "status": str(call.status),
-        "provider_status": call.provider_status,
-        "started_at": call.started_at,
-        "ended_at": call.ended_at,
-        "end_reason": call.end_reason,
-        "started_notified": int(call.started_notified),
-        "ended_notified": int(call.ended_notified),
-        "terminal": str(call.terminal) if call.terminal else None,
-        "terminal_reason": call.terminal_reason,
-        "not_found_since": call.not_found_since,
-        "consecutive_failures": call.consecutive_failures,
-        "updated_at": now,
-        "last_polled_at": call.last_polled_at,
-        "next_poll_at": None if call.terminal else call.next_poll_at,
-        "last_snapshot": snapshot_json(result) if isinstance(result, Snapshot) else None,
-    }
+_UPDATED = ("status", "provider_status", "started_at", "ended_at", "end_reason",
+            "started_notified", "ended_notified", "terminal", "terminal_reason",
+            "not_found_since", "consecutive_failures", "updated_at", "last_polled_at",
+            "next_poll_at")
+# Positional parameters: binding 16 named ones costs about 3 µs more per row, and this runs
+# for every poll. The SQL is built from the same tuple as the parameters, so they cannot drift.
+CALL_UPDATE = ("UPDATE calls SET " + ", ".join(f"{name} = ?" for name in _UPDATED)
+               + ", lease_owner = NULL, lease_until = NULL, "
+               "last_snapshot = COALESCE(?, last_snapshot) WHERE pk = ?")
+
+
+def call_update_params(call: TrackedCall, now: float, result: PollResult | None
+                       ) -> tuple[Any, ...]:
+    """Parameters for ``CALL_UPDATE``, which persists a call after a decision."""
+    return (
+        str(call.status),
+        call.provider_status,
+        call.started_at,
+        call.ended_at,
+        call.end_reason,
+        int(call.started_notified),
+        int(call.ended_notified),
+        str(call.terminal) if call.terminal else None,
+        call.terminal_reason,
+        call.not_found_since,
+        call.consecutive_failures,
+        now,
+        call.last_polled_at,
+        None if call.terminal else call.next_poll_at,
+        # last_snapshot, then the row
+        snapshot_json(result) if isinstance(result, Snapshot) else None,
+        call.pk,
+    )
+
+
+RECORDING_UPSERT = (
+    f"INSERT INTO recordings ({RECORDING_COLUMNS}) VALUES (:call_pk, "
+    ":recording_id, :status, :url, :url_expires_at, :content_type, :size, "
+    ":first_seen_at, :reason, :archive_path, :archive_size, :archive_sha256) "
+    "ON CONFLICT (call_pk, recording_id) DO UPDATE SET status = excluded.status, "
+    "url = excluded.url, url_expires_at = excluded.url_expires_at, "
+    "content_type = excluded.content_type, size = excluded.size, "
+    "reason = excluded.reason, archive_path = excluded.archive_path, "
+    "archive_size = excluded.archive_size, archive_sha256 = excluded.archive_sha256"
+)
+EVENT_INSERT = ("INSERT INTO events (id, call_pk, type, key, occurred_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+
+
+@dataclass(frozen=True, slots=True)
+class Writes:
+    """The parameters of everything one batch of decisions writes, built outside any lock."""
+
+    calls: list[tuple[Any, ...]]  # for CALL_UPDATE
+    recordings: list[dict[str, Any]]  # for RECORDING_UPSERT
+    events: list[tuple[Any, ...]]  # for EVENT_INSERT
+
+
+def decision_writes(decisions: Iterable[tuple[TrackedCall, Sequence[Event], PollResult | None]],
+                    now: float) -> Writes:
+    """What persisting ``(call, events, poll result)`` decisions writes: the call rows, their
+    recordings, and the events with their stable ids and exact bodies."""
+    writes = Writes(calls=[], recordings=[], events=[])
+    for call, events, result in decisions:
+        writes.calls.append(call_update_params(call, now, result))
+        if call.pk is not None:
+            writes.recordings.extend(recording_params(call.pk, rec) for rec in call.recordings)
+        writes.events.extend(
+            (event_id(call.provider, call.call_id, event.key), call.pk, str(event.type),
+             event.key, event.occurred_at, body(event))
+            for event in events)
+    return writes
 
 
 def recording_params(call_pk: int, rec: RecordingState) -> dict[str, Any]:

@@ -28,7 +28,6 @@ import aiosqlite
 import anyio
 import structlog
 
-from worker.events import body, event_id
 from worker.model import RecordingState, TrackedCall
 from worker.store import rows
 from worker.store.base import Counts, NewCall, PollApplied, StoredEvent, StoreError
@@ -204,60 +203,26 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
     async def apply_poll_results(self, items: Sequence[PollApplied], now: float) -> None:
         if not items:
             return
-        lone = items[0].decision
-        if len(items) == 1 and not lone.events and not lone.call.recordings:
+        # Every parameter (event ids and bodies included) is built before the write lock is
+        # taken: the transaction then holds the database only for the statements themselves.
+        writes = rows.decision_writes(
+            [(item.decision.call, item.decision.events, item.result) for item in items], now)
+        if len(items) == 1 and not writes.events and not writes.recordings:
             # One UPDATE is atomic on its own (see claim_due_calls): a lone poll that changed
             # nothing but the call row, as most polls at a calm moment, needs no BEGIN/COMMIT.
             async with self._lock:
-                await self._persist(self._conn, [lone.call], now, [items[0].result])
+                await self._apply_writes(self._conn, writes)
             return
         async with self._write() as db:
-            await self._persist(db, [item.decision.call for item in items], now,
-                                [item.result for item in items])
-            await self._insert_events(db, [(item.decision.call, item.decision.events)
-                                           for item in items])
+            await self._apply_writes(db, writes)
 
-    async def _persist(self, db: aiosqlite.Connection, calls: Sequence[TrackedCall],
-                       now: float, results: Sequence[Any]) -> None:
-        await db.executemany(
-            "UPDATE calls SET status = :status, provider_status = :provider_status, "
-            "started_at = :started_at, ended_at = :ended_at, end_reason = :end_reason, "
-            "started_notified = :started_notified, ended_notified = :ended_notified, "
-            "terminal = :terminal, terminal_reason = :terminal_reason, "
-            "not_found_since = :not_found_since, consecutive_failures = :consecutive_failures, "
-            "updated_at = :updated_at, last_polled_at = :last_polled_at, "
-            "next_poll_at = :next_poll_at, lease_owner = NULL, lease_until = NULL, "
-            "last_snapshot = COALESCE(:last_snapshot, last_snapshot) WHERE pk = :pk",
-            [rows.call_update_params(call, now, result) for call, result in zip(calls, results,
-                                                                                 strict=True)],
-        )
-        recs = [rows.recording_params(call.pk, rec) for call in calls if call.pk is not None
-                for rec in call.recordings]
-        if recs:
-            await db.executemany(
-                f"INSERT INTO recordings ({rows.RECORDING_COLUMNS}) VALUES (:call_pk, "
-                ":recording_id, :status, :url, :url_expires_at, :content_type, :size, "
-                ":first_seen_at, :reason, :archive_path, :archive_size, :archive_sha256) "
-                "ON CONFLICT (call_pk, recording_id) DO UPDATE SET status = excluded.status, "
-                "url = excluded.url, url_expires_at = excluded.url_expires_at, "
-                "content_type = excluded.content_type, size = excluded.size, "
-                "reason = excluded.reason, archive_path = excluded.archive_path, "
-                "archive_size = excluded.archive_size, archive_sha256 = excluded.archive_sha256",
-                recs,
-            )
-
-    async def _insert_events(self, db: aiosqlite.Connection,
-                             batches: Sequence[tuple[TrackedCall, Sequence[Any]]]) -> None:
-        params = [
-            (event_id(call.provider, call.call_id, event.key), call.pk, str(event.type),
-             event.key, event.occurred_at, body(event))
-            for call, events in batches for event in events
-        ]
-        if params:
+    async def _apply_writes(self, db: aiosqlite.Connection, writes: rows.Writes) -> None:
+        await db.executemany(rows.CALL_UPDATE, writes.calls)
+        if writes.recordings:
+            await db.executemany(rows.RECORDING_UPSERT, writes.recordings)
+        if writes.events:
             # A key already in the outbox means this event was emitted before: keep the first.
-            await db.executemany(
-                "INSERT INTO events (id, call_pk, type, key, occurred_at, body) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", params)
+            await db.executemany(rows.EVENT_INSERT, writes.events)
 
     async def next_due_at(self, provider: str) -> float | None:
         row = await self._fetchone(
