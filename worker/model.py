@@ -201,13 +201,28 @@ class TrackedCall:
     pk: int | None = None  # the store's row id, None before the first insert
 
     def replace(self, **changes: Any) -> TrackedCall:
-        return dataclasses.replace(self, **changes)
+        """``dataclasses.replace``, without re-running the frozen ``__init__``.
+
+        Every poll copies its call at least once; ``dataclasses.replace`` costs ~12 µs here,
+        this ~5 µs. Every field is a plain one (no ``init=False``, no ``__post_init__``), so
+        copying the slots gives the same value.
+        """
+        new = object.__new__(TrackedCall)
+        for name in _CALL_FIELDS:
+            _set(new, name, changes.pop(name) if name in changes else getattr(self, name))
+        if changes:
+            raise TypeError(f"TrackedCall has no field {sorted(changes)[0]!r}")
+        return new
 
     def recording(self, recording_id: str) -> RecordingState | None:
         for rec in self.recordings:
             if rec.id == recording_id:
                 return rec
         return None
+
+
+_CALL_FIELDS = tuple(f.name for f in dataclasses.fields(TrackedCall))
+_set = object.__setattr__
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
