@@ -6,7 +6,6 @@ when the event happened. Signed URLs are never part of a body: they are short-li
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Mapping
@@ -17,21 +16,35 @@ from worker.model import Event, EventType, RecordingState, TrackedCall
 
 
 def rfc3339(ts: float | None) -> str | None:
-    """POSIX seconds -> ``2026-11-20T12:00:00.123Z`` (millisecond precision), None stays None."""
+    """POSIX seconds -> ``2026-11-20T12:00:00.123Z`` (millisecond precision), None stays None.
+
+    The same text as ``isoformat(timespec="milliseconds")`` with ``Z``, formatted by hand:
+    half the cost, and every event body carries one or three of these.
+    """
     if ts is None:
         return None
-    moment = datetime.fromtimestamp(ts, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    d = datetime.fromtimestamp(ts, tz=UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 - the fastest way here
+        d.year, d.month, d.day, d.hour, d.minute, d.second, d.microsecond // 1000)
+
+
+# Ten bits -> two base32 characters (RFC 4648 alphabet, lower case).
+_B32_PAIRS = [a + b for a in "abcdefghijklmnopqrstuvwxyz234567"
+              for b in "abcdefghijklmnopqrstuvwxyz234567"]
 
 
 def event_id(provider: str, call_id: str, key: str) -> str:
     """A stable message id: the same event always gets the same ``webhook-id``.
 
     Derived from what makes the event unique, so a replay or a re-emission after a crash
-    can be deduplicated by consumers.
+    can be deduplicated by consumers. ``msg_`` and the first 160 bits of a SHA-256 in
+    lower-case base32 (32 characters, no padding), encoded through a table because
+    ``base64.b32encode`` is a Python loop (4 µs of the 5 an id took).
     """
     digest = hashlib.sha256(f"{provider}\0{call_id}\0{key}".encode()).digest()
-    return "msg_" + base64.b32encode(digest[:20]).decode().lower().rstrip("=")
+    bits = int.from_bytes(digest[:20], "big")
+    return "msg_" + "".join([_B32_PAIRS[(bits >> shift) & 0x3FF]
+                             for shift in range(150, -1, -10)])
 
 
 def recording_data(rec: RecordingState) -> dict[str, Any]:
@@ -121,9 +134,12 @@ def trimmed(event: Event, data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one, not one per body
+
+
 def _encode(event: Event, data: Mapping[str, Any]) -> bytes:
     envelope = {"type": str(event.type), "timestamp": rfc3339(event.occurred_at), "data": data}
-    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+    return _JSON.encode(envelope).encode()
 
 
 def _cap_text(data: dict[str, Any]) -> dict[str, Any]:
