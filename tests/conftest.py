@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import structlog
+
+from worker.store.sqlite import SQLiteStore
 
 
 @pytest.fixture
@@ -19,3 +22,13 @@ def _fresh_logging() -> Iterator[None]:
     ``cli.main`` pointed logging at that test's captured stderr, which is closed by now."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A real store on a fresh SQLite file (a few modules define their own)."""
+    opened = await SQLiteStore.open(tmp_path / "callwatch.db")
+    try:
+        yield opened
+    finally:
+        await opened.close()

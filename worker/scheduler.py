@@ -83,7 +83,13 @@ class Scheduler:
         self.stats = SchedulerStats()
 
     def on_commit(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after every committed batch (the relay and archiver wake on it)."""
+        """Call ``listener`` after each committed batch that carried events.
+
+        The relay and the archiver wake on it. A batch without events has nothing for either
+        (a recording only becomes downloadable with its ``recording.available``): at a calm
+        rate every poll is its own batch, and waking them anyway cost about eight database
+        round trips per poll.
+        """
         self._listeners.append(listener)
 
     @property
@@ -267,6 +273,7 @@ class Scheduler:
                 continue
             self.stats.commits += 1
             self.stats.last_progress = time.monotonic()
-            for listener in self._listeners:
-                listener()
+            if any(item.decision.events for item in batch):
+                for listener in self._listeners:
+                    listener()
             return

@@ -15,15 +15,6 @@ from worker.store.sqlite import SQLiteStore
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = await SQLiteStore.open(tmp_path / "callwatch.db")
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
 def runtime(tmp_path: Path, store: SQLiteStore) -> TestRuntime:
     return TestRuntime(config=make_config(tmp_path), store=store)
 

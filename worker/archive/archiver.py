@@ -97,7 +97,8 @@ class Archiver:
     @classmethod
     def attach(cls, config: Config, store: DownloadStore, scheduler: Scheduler,
                client: httpx.AsyncClient) -> Archiver:
-        """The daemon's archiver, woken by every batch of polls the scheduler commits."""
+        """The daemon's archiver, woken by each batch of polls with events (a new
+        ``recording.available`` is one) that the scheduler commits."""
         if config.worker.archive_dir is None:
             raise ValueError("archiving is off: [worker] archive_dir is not set")
         archiver = cls(store=store, lanes=scheduler.lanes, client=client,

@@ -1,0 +1,109 @@
+"""The scheduler against a real SQLite file, with a provider that answers at once."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.e2e import harness
+from worker.config import TrackingConfig
+from worker.model import (
+    CallStatus,
+    DownloadSource,
+    NotFound,
+    PollFailed,
+    PollResult,
+    Snapshot,
+)
+from worker.reconcile import Policy
+from worker.scheduler import Lane, Scheduler
+from worker.store.base import NewCall
+from worker.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+FAST = TrackingConfig(poll_interval=0.01, pending_poll_interval=0.01)
+
+
+class Scripted:
+    """Answers every poll with ``status``; the test changes it while the scheduler runs."""
+
+    name = "ultravox"
+
+    def __init__(self) -> None:
+        self.status = CallStatus.PENDING
+        self.polls = 0
+
+    def validate_call_id(self, call_id: str) -> str | None:
+        return None
+
+    async def fetch_call(self, call_id: str) -> PollResult:
+        await anyio.lowlevel.checkpoint()
+        self.polls += 1
+        return Snapshot(status=self.status, provider_status=str(self.status))
+
+    async def recording_source(self, call_id: str, recording_id: str
+                               ) -> DownloadSource | NotFound | PollFailed:
+        return NotFound()
+
+
+def scheduler_for(store: SQLiteStore, provider: Scripted, concurrency: int = 4) -> Scheduler:
+    lane = Lane(provider=provider, policy=Policy(tracking=FAST, archiving=False),
+                concurrency=concurrency, rate_limit=1000.0)
+    return Scheduler(store, {"ultravox": lane}, idle_wait=0.05)
+
+
+async def wait_until(check: Callable[[], object], timeout: float = 5.0) -> None:
+    await harness.wait_until(check, timeout, "the scheduler")
+
+
+async def test_listeners_wake_only_after_batches_with_events(store: SQLiteStore) -> None:
+    """Polls that change nothing commit quietly; the one that emits call.started wakes."""
+    provider = Scripted()
+    scheduler = scheduler_for(store, provider)
+    woken: list[int] = []
+    scheduler.on_commit(lambda: woken.append(scheduler.stats.commits))
+    await store.track(NewCall(provider="ultravox", call_id="c1"), time.time())
+    async with anyio.create_task_group() as tg:
+        await tg.start(scheduler.run)
+        await wait_until(lambda: scheduler.stats.commits >= 5)
+        assert woken == []  # five commits of a pending call: nothing for the relay
+        provider.status = CallStatus.LIVE
+        await wait_until(lambda: bool(woken))
+        scheduler.stop()
+    events = await store.events_after(0, 10)
+    assert [e.type for e in events] == ["call.started"]
+    assert len(woken) == 1  # later polls of the live call emit nothing more
+
+
+async def test_pollers_follow_the_concurrency_and_drain_on_stop(store: SQLiteStore,
+                                                               tmp_path: Path) -> None:
+    """Never more polls at once than slots; stopping finishes what was claimed."""
+    provider = Scripted()
+    scheduler = scheduler_for(store, provider, concurrency=3)
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, scheduler.stats.in_flight["ultravox"])
+            await anyio.lowlevel.checkpoint()
+
+    for n in range(20):
+        await store.track(NewCall(provider="ultravox", call_id=f"c{n}"), time.time())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        async with anyio.create_task_group() as polling:  # ends when run() has returned
+            await polling.start(scheduler.run)
+            await wait_until(lambda: provider.polls >= 60)
+            scheduler.stop()
+        tg.cancel_scope.cancel()
+    assert 1 <= peak <= 3
+    assert scheduler.stats.in_flight["ultravox"] == 0
+    with sqlite3.connect(tmp_path / "callwatch.db") as db:  # every claimed call was handed back
+        assert db.execute("SELECT COUNT(*) FROM calls WHERE lease_until IS NOT NULL"
+                          ).fetchone() == (0,)
