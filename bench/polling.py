@@ -1,6 +1,6 @@
 """Polls per second through the whole scheduler, next to a bare httpx loop in the same run.
 
-Three ways of making the same GETs against the simulator (its own process), at the same
+Several ways of making the same GETs against the simulator (its own process), at the same
 concurrency (``concurrency`` per provider), phases alternated ABAB and repeated:
 
 * ``pipeline``: the real ``Scheduler`` with the real lanes (``worker.daemon.lanes_for``) and
@@ -13,6 +13,9 @@ concurrency (``concurrency`` per provider), phases alternated ABAB and repeated:
 * ``raw``: keep-alive GETs over plain sockets, parsing only Content-Length: as cheap a client
   as Python allows, so it shows the simulator's own capacity. If ``bare`` came close to it,
   or the simulator's CPU were near 100 % during ``bare``, the simulator would be the limit.
+* ``adapters``: ``provider.fetch_call`` in loops, without scheduler or store.
+* ``scheduler``: the pipeline with providers that answer at once, without HTTP: what the
+  scheduler, reconcile and the store cost per poll on their own.
 
 Every call waits (not joined) for the whole run, so every poll is one GET that changes
 nothing, the steady state of a long call (events are ``bench/outbox.py``'s business), and is
@@ -28,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,7 @@ from bench.common import (
 from worker import logs
 from worker.config import Config, load
 from worker.daemon import http_client, lanes_for
+from worker.model import CallStatus, DownloadSource, NotFound, PollFailed, PollResult, Snapshot
 from worker.scheduler import Scheduler
 from worker.store.base import NewCall, PollApplied
 from worker.store.sqlite import SQLiteStore
@@ -115,13 +119,37 @@ async def window(count: Callable[[], int], seconds: float, sim: Sim) -> Phase:
     return Phase(polls=n1 - n0, seconds=t1 - t0, cpu_seconds=c1 - c0, sim_cpu_seconds=s1 - s0)
 
 
-# --------------------------------------------------------------------------- the three clients
+class InstantProvider:
+    """Answers every poll at once, as a waiting call: the scheduler and the store alone."""
+
+    name = "instant"
+
+    def validate_call_id(self, call_id: str) -> str | None:
+        return None
+
+    async def fetch_call(self, call_id: str) -> PollResult:
+        await anyio.lowlevel.checkpoint()
+        return Snapshot(status=CallStatus.PENDING, provider_status="queued")
+
+    async def recording_source(self, call_id: str, recording_id: str
+                               ) -> DownloadSource | NotFound | PollFailed:
+        return NotFound()
+
+
+# --------------------------------------------------------------------------- the clients
 
 
 async def pipeline_phase(store: CountingStore, config: Config, client: httpx.AsyncClient,
-                         options: Options, sim: Sim) -> Phase:
-    """The real scheduler, started fresh, measured after its warm-up."""
-    scheduler = Scheduler(store, lanes_for(config, client))
+                         options: Options, sim: Sim, *, instant: bool = False) -> Phase:
+    """The real scheduler, started fresh, measured after its warm-up.
+
+    ``instant``: its providers answer at once without HTTP, which leaves what the
+    scheduler, reconcile and the store cost on their own.
+    """
+    lanes = lanes_for(config, client)
+    if instant:
+        lanes = {name: replace(lane, provider=InstantProvider()) for name, lane in lanes.items()}
+    scheduler = Scheduler(store, lanes)
     async with anyio.create_task_group() as tg:
         await tg.start(scheduler.run)
         await anyio.sleep(options.warmup)
@@ -305,6 +333,8 @@ async def _rounds(options: Options, sim: Sim, config: Config, store: CountingSto
             "adapters": lambda: adapter_phase(config, client, scripts, options, sim),
             "pipeline": lambda: pipeline_phase(store, config, client, options, sim),
             "raw": lambda: raw_phase(targets, options, sim),
+            "scheduler": lambda: pipeline_phase(store, config, client, options, sim,
+                                                instant=True),
         }
         if options.stock_pool:
             phases["stock"] = lambda: bare_phase(stock, targets, options, sim)
@@ -346,7 +376,9 @@ def _report(options: Options, rounds: list[dict[str, Phase]]) -> Report:
                   rows=[(n, rate[n], rate[n] / rate["bare"], cpu[n], sim_util[n])
                         for n in names])
     notes = [f"aim: pipeline/bare >= 0.8; measured {ratio:.2f} by rate, {by_cpu:.2f} by CPU "
-             f"per request (adapters alone: {adapters:.2f} by rate)"]
+             f"per request (adapters alone: {adapters:.2f} by rate)",
+             f"the scheduler and store alone (providers answering at once): "
+             f"{1000 * cpu['scheduler']:.0f} µs CPU per poll"]
     if sim_util["bare"] > 0.9 or rate["bare"] > 0.8 * rate["raw"]:
         notes.append("the simulator is close to its capacity during 'bare': it may be the limit")
     results = {"pipeline_over_bare": ratio, "pipeline_over_bare_by_cpu": by_cpu,

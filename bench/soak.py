@@ -11,7 +11,7 @@ outside - the receiver's log, the archive files and their digests, the database:
 * every recording the simulator made available is archived intact, or reported failed.
 
 Short run (CI):  python -m bench.soak --calls 60 --kills 3
-Long run:        python -m bench.soak --calls 600 --kills 200 --chaos-seconds 900
+Long run:        python -m bench.soak --calls 600 --kills 200 --chaos-seconds 240 --seed 21
 """
 
 from __future__ import annotations
