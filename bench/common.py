@@ -183,6 +183,30 @@ class Sim:
         return cpu_seconds(self.pid)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Phase:
+    """One measured window: work items done, wall and CPU time, the simulator's CPU."""
+
+    done: int
+    seconds: float
+    cpu_seconds: float  # this process, every thread
+    sim_cpu_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        """CPU of this process per item, in milliseconds."""
+        return 1000 * self.cpu_seconds / max(1, self.done)
+
+    @property
+    def sim_util(self) -> float:
+        """Share of one core the simulator used (it is single-threaded)."""
+        return self.sim_cpu_seconds / self.seconds
+
+
 @contextlib.asynccontextmanager
 async def simulator(workdir: Path) -> AsyncIterator[Sim]:
     """``python -m worker.simulator`` without rate limits, until the block exits."""

@@ -277,11 +277,6 @@ def _report(options: Options, rounds: list[dict[str, float]]) -> Report:
                   results={"medians": m, "ratios": ratio, "rounds": rounds})
 
 
-def run(quick: bool = False) -> Report:
-    """The benchmark with default sizes (or ``quick`` ones, for a smoke run)."""
-    return measure(QUICK if quick else DEFAULT)
-
-
 def measure(options: Options) -> Report:
     return anyio.run(_measure, options)
 

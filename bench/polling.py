@@ -25,6 +25,7 @@ pipeline's capacity, not a configured rate.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -40,6 +41,7 @@ import httpx
 
 from bench.common import (
     PROVIDERS,
+    Phase,
     Report,
     Sim,
     Table,
@@ -78,29 +80,6 @@ DEFAULT = Options()
 QUICK = Options(calls=300, seconds=1.0, warmup=0.3, rounds=1)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Phase:
-    """One measured window: requests done, and CPU used by us and by the simulator."""
-
-    polls: int
-    seconds: float
-    cpu_seconds: float  # this process, every thread
-    sim_cpu_seconds: float
-
-    @property
-    def rate(self) -> float:
-        return self.polls / self.seconds
-
-    @property
-    def cpu_ms_per_poll(self) -> float:
-        return 1000 * self.cpu_seconds / max(1, self.polls)
-
-    @property
-    def sim_util(self) -> float:
-        """Share of one core the simulator used (it is single-threaded)."""
-        return self.sim_cpu_seconds / self.seconds
-
-
 class CountingStore(SQLiteStore):
     """The real store, counting the poll results it commits."""
 
@@ -116,7 +95,7 @@ async def window(count: Callable[[], int], seconds: float, sim: Sim) -> Phase:
     n0, t0, c0, s0 = count(), time.perf_counter(), time.process_time(), sim.cpu_seconds()
     await anyio.sleep(seconds)
     n1, t1, c1, s1 = count(), time.perf_counter(), time.process_time(), sim.cpu_seconds()
-    return Phase(polls=n1 - n0, seconds=t1 - t0, cpu_seconds=c1 - c0, sim_cpu_seconds=s1 - s0)
+    return Phase(done=n1 - n0, seconds=t1 - t0, cpu_seconds=c1 - c0, sim_cpu_seconds=s1 - s0)
 
 
 class InstantProvider:
@@ -162,30 +141,15 @@ async def adapter_phase(config: Config, client: httpx.AsyncClient,
                         scripts: Sequence[Mapping[str, Any]], options: Options,
                         sim: Sim) -> Phase:
     """``provider.fetch_call`` in loops: the adapters' cost, without scheduler or store."""
-    done = 0
-    stopping = False
-    lanes = lanes_for(config, client)
-
-    async def loop(fetch: Callable[[str], Awaitable[object]], ids: Sequence[str]) -> None:
-        nonlocal done
-        for call_id in itertools.cycle(ids):
-            if stopping:
-                return
-            await fetch(call_id)
-            done += 1
-
-    async with anyio.create_task_group() as tg:
-        for name, lane in lanes.items():
-            ids = [s["call_id"] for s in scripts if s["provider"] == name]
-            for share in _shares(ids, options.concurrency):
-                tg.start_soon(loop, lane.provider.fetch_call, share)
-        await anyio.sleep(options.warmup)
-        phase = await window(lambda: done, options.seconds, sim)
-        stopping = True
-    return phase
+    work: list[tuple[Sequence[str], Step]] = []
+    for name, lane in lanes_for(config, client).items():
+        ids = [s["call_id"] for s in scripts if s["provider"] == name]
+        work += [(share, lane.provider.fetch_call) for share in _shares(ids, options.concurrency)]
+    return await loops_phase(work, options, sim)
 
 
 Target = tuple[list[str], dict[str, str]]  # URLs of one provider's calls, the headers
+Step = Callable[[str], Awaitable[object]]
 
 
 def _shares(items: Sequence[str], concurrency: int) -> list[Sequence[str]]:
@@ -193,59 +157,68 @@ def _shares(items: Sequence[str], concurrency: int) -> list[Sequence[str]]:
     return [items[k::concurrency] for k in range(min(concurrency, len(items)))]
 
 
-async def bare_phase(client: httpx.AsyncClient, targets: Mapping[str, Target],
-                     options: Options, sim: Sim) -> Phase:
-    """``client.get`` in ``concurrency`` loops per provider, nothing else."""
+async def loops_phase(work: Sequence[tuple[Sequence[str], Step]], options: Options,
+                      sim: Sim) -> Phase:
+    """One loop per ``(items, step)``, awaiting ``step`` on its items round and round; the
+    steps finished in the window after the warm-up are the phase's count."""
     done = 0
     stopping = False
 
-    async def loop(urls: Sequence[str], headers: dict[str, str]) -> None:
+    async def loop(items: Sequence[str], step: Step) -> None:
         nonlocal done
-        for url in itertools.cycle(urls):
+        for item in itertools.cycle(items):
             if stopping:
                 return
-            reply = await client.get(url, headers=headers)
-            if reply.status_code != 200:
-                raise RuntimeError(f"bare GET {url}: HTTP {reply.status_code}")
+            await step(item)
             done += 1
 
     async with anyio.create_task_group() as tg:
-        for urls, headers in targets.values():
-            for share in _shares(urls, options.concurrency):
-                tg.start_soon(loop, share, headers)
+        for items, step in work:
+            tg.start_soon(loop, items, step)
         await anyio.sleep(options.warmup)
         phase = await window(lambda: done, options.seconds, sim)
         stopping = True
     return phase
+
+
+async def bare_phase(client: httpx.AsyncClient, targets: Mapping[str, Target],
+                     options: Options, sim: Sim) -> Phase:
+    """``client.get`` in ``concurrency`` loops per provider, nothing else."""
+    def bare_get(headers: dict[str, str]) -> Step:
+        async def step(url: str) -> None:
+            reply = await client.get(url, headers=headers)
+            if reply.status_code != 200:
+                raise RuntimeError(f"bare GET {url}: HTTP {reply.status_code}")
+        return step
+
+    work = [(share, bare_get(headers)) for urls, headers in targets.values()
+            for share in _shares(urls, options.concurrency)]
+    return await loops_phase(work, options, sim)
 
 
 async def raw_phase(targets: Mapping[str, Target], options: Options, sim: Sim) -> Phase:
     """Keep-alive GETs on bare sockets: the simulator's capacity, not the client's."""
-    done = 0
-    stopping = False
-
-    async def loop(urls: Sequence[str], headers: dict[str, str]) -> None:
-        nonlocal done
-        first = httpx.URL(urls[0])
-        async with await anyio.connect_tcp(first.host, first.port or 80) as stream:
-            extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k != "host")
-            host = f"Host: {first.host}:{first.port}\r\n"
-            for url in itertools.cycle(urls):
-                if stopping:
-                    return
-                path = httpx.URL(url).raw_path.decode()
-                await stream.send(f"GET {path} HTTP/1.1\r\n{host}{extra}\r\n".encode())
-                await _read_reply(stream)
-                done += 1
-
-    async with anyio.create_task_group() as tg:
+    async with contextlib.AsyncExitStack() as stack:
+        work: list[tuple[Sequence[str], Step]] = []
         for urls, headers in targets.values():
             for share in _shares(urls, options.concurrency):
-                tg.start_soon(loop, share, headers)
-        await anyio.sleep(options.warmup)
-        phase = await window(lambda: done, options.seconds, sim)
-        stopping = True
-    return phase
+                first = httpx.URL(share[0])
+                stream = await stack.enter_async_context(
+                    await anyio.connect_tcp(first.host, first.port or 80))
+                work.append((share, _raw_get(stream, first, headers)))
+        return await loops_phase(work, options, sim)
+
+
+def _raw_get(stream: anyio.abc.ByteStream, first: httpx.URL, headers: dict[str, str]) -> Step:
+    """A GET of one URL on a kept-alive socket, its reply read by hand."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k != "host")
+    host = f"Host: {first.host}:{first.port}\r\n"
+
+    async def step(url: str) -> None:
+        path = httpx.URL(url).raw_path.decode()
+        await stream.send(f"GET {path} HTTP/1.1\r\n{host}{extra}\r\n".encode())
+        await _read_reply(stream)
+    return step
 
 
 async def _read_reply(stream: anyio.abc.ByteStream) -> None:
@@ -358,12 +331,12 @@ async def _measure(options: Options) -> Report:
 def _report(options: Options, rounds: list[dict[str, Phase]]) -> Report:
     names = list(rounds[0])
     rate = {n: median(r[n].rate for r in rounds) for n in names}
-    cpu = {n: median(r[n].cpu_ms_per_poll for r in rounds) for n in names}
+    cpu = {n: median(r[n].cpu_ms for r in rounds) for n in names}
     sim_util = {n: median(r[n].sim_util for r in rounds) for n in names}
     ratio = median(r["pipeline"].rate / r["bare"].rate for r in rounds)
     adapters = median(r["adapters"].rate / r["bare"].rate for r in rounds)
     # CPU per request is steadier than a rate on a shared machine: the same ratio by CPU.
-    by_cpu = median(r["bare"].cpu_ms_per_poll / r["pipeline"].cpu_ms_per_poll for r in rounds)
+    by_cpu = median(r["bare"].cpu_ms / r["pipeline"].cpu_ms for r in rounds)
     per_round: list[tuple[Any, ...]] = [
         (i, *(r[n].rate for n in names), r["pipeline"].rate / r["bare"].rate)
         for i, r in enumerate(rounds, 1)]
@@ -388,11 +361,6 @@ def _report(options: Options, rounds: list[dict[str, Phase]]) -> Report:
                           for r in rounds]}
     return Report(name=NAME, params=asdict(options), tables=[main, costs], notes=notes,
                   results=results)
-
-
-def run(quick: bool = False) -> Report:
-    """The benchmark with default sizes (or ``quick`` ones, for a smoke run)."""
-    return measure(QUICK if quick else DEFAULT)
 
 
 def measure(options: Options) -> Report:

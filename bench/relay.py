@@ -33,7 +33,7 @@ from typing import Any
 import anyio
 import httpx
 
-from bench.common import Report, Sim, Table, cli, median, simulator
+from bench.common import Phase, Report, Sim, Table, cli, median, simulator
 from bench.polling import quiet_logs
 from worker.config import Config, parse
 from worker.events import call_event
@@ -64,28 +64,6 @@ DEFAULT = Options()
 QUICK = Options(events=600, rounds=1)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Phase:
-    """One timed phase: deliveries done, wall and CPU time, the simulator's CPU."""
-
-    deliveries: int
-    seconds: float
-    cpu_seconds: float
-    sim_cpu_seconds: float
-
-    @property
-    def rate(self) -> float:
-        return self.deliveries / self.seconds
-
-    @property
-    def cpu_ms(self) -> float:
-        return 1000 * self.cpu_seconds / max(1, self.deliveries)
-
-    @property
-    def sim_util(self) -> float:
-        return self.sim_cpu_seconds / self.seconds
-
-
 class CountingStore(SQLiteStore):
     """The real store, counting the deliveries it records as delivered."""
 
@@ -100,7 +78,7 @@ async def timed(work: Callable[[], Awaitable[int]], sim: Sim) -> Phase:
     t0, c0, s0 = time.perf_counter(), time.process_time(), sim.cpu_seconds()
     done = await work()
     t1, c1, s1 = time.perf_counter(), time.process_time(), sim.cpu_seconds()
-    return Phase(deliveries=done, seconds=t1 - t0, cpu_seconds=c1 - c0, sim_cpu_seconds=s1 - s0)
+    return Phase(done=done, seconds=t1 - t0, cpu_seconds=c1 - c0, sim_cpu_seconds=s1 - s0)
 
 
 def bench_config(workdir: Path, sim: Sim, options: Options) -> Config:

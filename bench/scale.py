@@ -257,11 +257,6 @@ def _report(options: Options, runs: list[Run]) -> Report:
                            "runs": [run.summary(options.seconds) for run in runs]})
 
 
-def run(quick: bool = False) -> Report:
-    """The benchmark with default sizes (or ``quick`` ones, for a smoke run)."""
-    return measure(QUICK if quick else DEFAULT)
-
-
 def measure(options: Options) -> Report:
     return anyio.run(_measure, options)
 
