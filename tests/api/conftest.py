@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
 
-from tests.api.support import AUTH, TestRuntime, make_config
+from tests.api.support import AUTH, TestRuntime, make_config, serving
 from worker.api.server import ApiServer
 from worker.store.sqlite import SQLiteStore
 
@@ -22,13 +21,8 @@ def runtime(tmp_path: Path, store: SQLiteStore) -> TestRuntime:
 @pytest.fixture
 async def server(runtime: TestRuntime) -> AsyncIterator[ApiServer]:
     """The API on 127.0.0.1 and a free port, inside this test's task group."""
-    api = ApiServer(runtime, listen="127.0.0.1:0")
-    async with anyio.create_task_group() as tg:
-        await tg.start(api.run)
-        try:
-            yield api
-        finally:
-            api.stop()
+    async with serving(runtime, "127.0.0.1:0") as api:
+        yield api
 
 
 @pytest.fixture

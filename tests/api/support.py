@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
+
+from worker.api.server import ApiServer
 from worker.config import Config, parse
 from worker.scheduler import SchedulerStats
 from worker.store.sqlite import SQLiteStore
@@ -78,3 +83,15 @@ def ultravox_headers(body: bytes, *secrets: str, at: datetime | None = None,
                   for s in secrets]
     return {"X-Ultravox-Webhook-Timestamp": stamp,
             "X-Ultravox-Webhook-Signature": ",".join(signatures)}
+
+
+@asynccontextmanager
+async def serving(runtime: TestRuntime, listen: str) -> AsyncIterator[ApiServer]:
+    """The API listening on ``listen`` until the block ends."""
+    api = ApiServer(runtime, listen=listen)
+    async with anyio.create_task_group() as tg:
+        await tg.start(api.run)
+        try:
+            yield api
+        finally:
+            api.stop()

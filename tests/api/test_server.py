@@ -5,8 +5,6 @@ from __future__ import annotations
 import socket
 import stat
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -14,21 +12,12 @@ import httpx
 import pytest
 import structlog
 
-from tests.api.support import AUTH, UV_ID, TestRuntime
+from tests.api.support import AUTH, UV_ID, TestRuntime, serving
 from worker.api.server import ApiServer, ListenError, bind
 
 pytestmark = pytest.mark.anyio
 
 
-@asynccontextmanager
-async def serving(runtime: TestRuntime, listen: str) -> AsyncIterator[ApiServer]:
-    api = ApiServer(runtime, listen=listen)
-    async with anyio.create_task_group() as tg:
-        await tg.start(api.run)
-        try:
-            yield api
-        finally:
-            api.stop()
 
 
 def short_dir() -> Path:

@@ -6,7 +6,6 @@ import errno
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -14,14 +13,6 @@ import pytest
 from tests.archive.faults import FaultyOps
 from worker.archive.disk import Disk, FinalFile, describe, is_pause_error
 from worker.archive.layout import final_candidates
-
-
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Disk]:
-    found = Disk(tmp_path / "archive")
-    found.open()
-    yield found
-    found.close()
 
 
 def _tree(root: Path) -> list[str]:

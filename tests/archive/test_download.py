@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -48,14 +47,6 @@ async def sim() -> AsyncIterator[Simulator]:
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(verify=False) as http:  # noqa: S501 - loopback only
         yield http
-
-
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Disk]:
-    found = Disk(tmp_path / "archive")
-    found.open()
-    yield found
-    found.close()
 
 
 def recording(sim: Simulator, size: int = SIZE, provider: str = "apifycloud"

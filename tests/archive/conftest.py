@@ -1,0 +1,19 @@
+"""Fixtures the archive tests share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from worker.archive.disk import Disk
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Disk]:
+    """The archive folder under this test's tmp_path, opened."""
+    found = Disk(tmp_path / "archive")
+    found.open()
+    yield found
+    found.close()
