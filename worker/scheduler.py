@@ -35,6 +35,7 @@ from worker.providers.base import Provider
 from worker.ratelimit import TokenBucket
 from worker.reconcile import Policy, on_poll
 from worker.store.base import PollApplied, Store
+from worker.store.retry import until_written
 
 log = structlog.get_logger("worker.scheduler")
 
@@ -258,22 +259,15 @@ class Scheduler:
                 await self._commit(batch)
 
     async def _commit(self, batch: list[PollApplied]) -> None:
-        """Persist a batch, retrying while the database refuses (disk full, locked)."""
-        delay = 0.5
-        while True:
-            try:
-                await self._store.apply_poll_results(batch, self._clock())
-            except Exception as exc:
-                # The results stay in memory and the calls stay leased: nothing is lost, and
-                # if we die now the leases run out and the calls are simply polled again.
-                log.exception("store.write_failed", calls=len(batch), error=str(exc),
-                          retry_in=delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            self.stats.commits += 1
-            self.stats.last_progress = time.monotonic()
-            if any(item.decision.events for item in batch):
-                for listener in self._listeners:
-                    listener()
-            return
+        """Persist a batch, retrying while the database refuses (disk full, locked).
+
+        The results stay in memory and the calls stay leased: nothing is lost, and if we die
+        meanwhile the leases run out and the calls are simply polled again.
+        """
+        await until_written(lambda: self._store.apply_poll_results(batch, self._clock()),
+                            log, calls=len(batch))
+        self.stats.commits += 1
+        self.stats.last_progress = time.monotonic()
+        if any(item.decision.events for item in batch):
+            for listener in self._listeners:
+                listener()

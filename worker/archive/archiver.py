@@ -38,6 +38,7 @@ from worker.config_sections import ArchiveConfig
 from worker.reconcile import Archived, ArchiveFailed
 from worker.scheduler import Lane, Scheduler
 from worker.store.downloads import DOWNLOAD_LEASE
+from worker.store.retry import until_written
 
 log = structlog.get_logger("worker.archive")
 T = TypeVar("T")
@@ -322,12 +323,4 @@ class Archiver:
 
     async def _store_retry(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run a store operation, retrying while the database refuses (locked, disk full)."""
-        delay = 0.5
-        while True:
-            try:
-                return await operation()
-            except Exception as exc:
-                log.exception("store.write_failed", what="archive queue", error=str(exc),
-                              retry_in=delay)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+        return await until_written(operation, log, what="archive queue")

@@ -31,6 +31,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from worker.config import Config
+from worker.store.retry import until_written
 from worker.webhooks import signing, transport
 from worker.webhooks.base import (
     AttemptLog,
@@ -290,17 +291,9 @@ class Relay:
 
     async def _commit(self, batch: Sequence[AttemptResult]) -> None:
         """Record a batch, retrying while the database refuses; the leases keep it safe."""
-        delay = 0.5
-        while True:
-            try:
-                await self._store.record_attempts(batch, self._clock())
-            except Exception:
-                log.exception("store.write_failed", deliveries=len(batch), retry_in=delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            self._nudge()  # slots are free, and the next event of each chain is due
-            return
+        await until_written(lambda: self._store.record_attempts(batch, self._clock()),
+                            log, deliveries=len(batch))
+        self._nudge()  # slots are free, and the next event of each chain is due
 
     async def _release(self) -> None:
         try:
