@@ -26,7 +26,7 @@ from worker.model import (
     RecordingStatus,
     Snapshot,
 )
-from worker.providers import _http
+from worker.providers import _fields, _http
 from worker.signed_urls import url_expiry
 
 _CALL_STATUSES = {"created": CallStatus.PENDING, "active": CallStatus.LIVE,
@@ -92,20 +92,20 @@ class ApifycloudProvider:
 def _parse_call(body: dict[str, Any], log: FilteringBoundLogger) -> Snapshot:
     """Unwrap the envelope and map ``data``; a reply without ``ok: true`` is not an answer."""
     if body.get("ok") is not True:
-        raise _http.UnparseableError(f"ok is {_http.clip(body.get('ok'))}, not true")
-    data = _http.typed(body, "data", dict)
+        raise _fields.UnparseableError(f"ok is {_fields.clip(body.get('ok'))}, not true")
+    data = _fields.typed(body, "data", dict)
     if data is None:
-        raise _http.UnparseableError("data is missing")
-    raw_status = _http.typed(data, "status", str)
+        raise _fields.UnparseableError("data is missing")
+    raw_status = _fields.typed(data, "status", str)
     status = _CALL_STATUSES.get((raw_status or "").strip().lower())
     if status is None:
-        log.warning("provider.unknown_status", status=_http.clip(raw_status))
+        log.warning("provider.unknown_status", status=_fields.clip(raw_status))
         status = CallStatus.PENDING
-    joined, left = _participant_times(_http.items(data, "participants"), log)
-    started_at = _http.timestamp(data, "startedAt", log)
+    joined, left = _participant_times(_fields.items(data, "participants"), log)
+    started_at = _fields.timestamp(data, "startedAt", log)
     if started_at is None and joined:
         started_at = min(joined)
-    ended_at = _http.timestamp(data, "endedAt", log)
+    ended_at = _fields.timestamp(data, "endedAt", log)
     if ended_at is None and left:
         ended_at = max(left)
     return Snapshot(
@@ -113,7 +113,7 @@ def _parse_call(body: dict[str, Any], log: FilteringBoundLogger) -> Snapshot:
         provider_status=raw_status or "unknown",
         started_at=started_at if status is not CallStatus.PENDING else None,
         ended_at=ended_at if status is CallStatus.ENDED else None,
-        recordings=_recordings(_http.items(data, "recordings"), log),
+        recordings=_recordings(_fields.items(data, "recordings"), log),
     )
 
 
@@ -128,9 +128,9 @@ def _participant_times(
             log.warning("provider.bad_field", field="participants",
                         value=type(participant).__name__)
             continue
-        if (at := _http.timestamp(participant, "joinedAt", log)) is not None:
+        if (at := _fields.timestamp(participant, "joinedAt", log)) is not None:
             joined.append(at)
-        if (at := _http.timestamp(participant, "leftAt", log)) is not None:
+        if (at := _fields.timestamp(participant, "leftAt", log)) is not None:
             left.append(at)
     return joined, left
 
@@ -147,7 +147,7 @@ def _recordings(entries: list[Any], log: FilteringBoundLogger) -> tuple[Recordin
             continue
         if rec_id in seen:
             log.warning("provider.bad_recording", reason="duplicate id",
-                        recording_id=_http.clip(rec_id))
+                        recording_id=_fields.clip(rec_id))
             continue
         seen[rec_id] = _recording(rec_id, entry, log)
     return tuple(seen.values())
@@ -159,12 +159,12 @@ def _recording(rec_id: str, entry: dict[str, Any], log: FilteringBoundLogger) ->
         raw_status, str) else None
     if status is None:
         log.warning("provider.unknown_status", field="recording.status",
-                    status=_http.clip(raw_status), recording_id=_http.clip(rec_id))
+                    status=_fields.clip(raw_status), recording_id=_fields.clip(rec_id))
         status = RecordingStatus.PROCESSING
     url = entry.get("url")
     if url is not None and not isinstance(url, str):
         log.warning("provider.bad_field", field="recording.url",
-                    recording_id=_http.clip(rec_id))
+                    recording_id=_fields.clip(rec_id))
         url = None
     if status is RecordingStatus.AVAILABLE and not url:
         # Ready but no link to fetch it from: not usable yet, so not "available" to us.
@@ -177,5 +177,5 @@ def _recording(rec_id: str, entry: dict[str, Any], log: FilteringBoundLogger) ->
         url=url or None,
         url_expires_at=url_expiry(url) if url else None,
         content_type=content_type,
-        size=_http.size(entry, *_SIZE_KEYS),
+        size=_fields.size(entry, *_SIZE_KEYS),
     )

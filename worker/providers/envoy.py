@@ -28,7 +28,7 @@ from worker.model import (
     RecordingStatus,
     Snapshot,
 )
-from worker.providers import _http
+from worker.providers import _fields, _http
 from worker.signed_urls import url_expiry
 
 _ENDED = frozenset({
@@ -88,7 +88,7 @@ class EnvoyProvider:
             return source
         if isinstance(source, NotFound):  # said available, not served yet: keep waiting
             return call.snapshot
-        return replace(call.snapshot, recordings=(_http.available_recording(call_id, source),))
+        return replace(call.snapshot, recordings=(_fields.available_recording(call_id, source),))
 
     async def recording_source(
         self, call_id: str, recording_id: str
@@ -109,18 +109,18 @@ class EnvoyProvider:
         self, body: dict[str, Any], log: FilteringBoundLogger
     ) -> DownloadSource | NotFound:
         """The documented ``/recording`` JSON; no ``url`` yet reads as not there yet."""
-        url = _http.typed(body, "url", str)
+        url = _fields.typed(body, "url", str)
         if not url:
             return NotFound()
-        expires_at = _http.timestamp(body, "expires_at", log)
+        expires_at = _fields.timestamp(body, "expires_at", log)
         # Our token goes to the API only; a storage link is authorized by its signature.
         on_api = _http.same_origin(url, self._base)
         return DownloadSource(
             url=url,
             headers={k: v for k, v in self._headers.items() if k != "Accept"} if on_api else {},
             expires_at=expires_at if expires_at is not None else url_expiry(url),
-            content_type=_http.typed(body, "content_type", str),
-            size=_http.size(body, "file_size_bytes"),
+            content_type=_fields.typed(body, "content_type", str),
+            size=_fields.size(body, "file_size_bytes"),
         )
 
     def _call_url(self, call_id: str) -> str:
@@ -140,10 +140,10 @@ class _Call:
 
 def _parse_call(body: dict[str, Any], call_id: str, log: FilteringBoundLogger) -> _Call:
     """Map the call object; an end time means ended, whatever the status says."""
-    raw_status = _http.typed(body, "status", str)
+    raw_status = _fields.typed(body, "status", str)
     status = _normalize(raw_status)
     if status not in _KNOWN:
-        log.warning("provider.unknown_status", status=_http.clip(raw_status))
+        log.warning("provider.unknown_status", status=_fields.clip(raw_status))
     if status in _ENDED or body.get("call_end_time") is not None:
         call_status = CallStatus.ENDED
     elif status in _LIVE:
@@ -156,8 +156,8 @@ def _parse_call(body: dict[str, Any], call_id: str, log: FilteringBoundLogger) -
         provider_status=raw_status or "unknown",
         # A scheduled call's start time is a plan, not a start.
         started_at=None if call_status is CallStatus.PENDING
-        else _http.timestamp(body, "call_start_time", log),
-        ended_at=_http.timestamp(body, "call_end_time", log) if ended else None,
+        else _fields.timestamp(body, "call_start_time", log),
+        ended_at=_fields.timestamp(body, "call_end_time", log) if ended else None,
         end_reason=status.lower() if ended and status and status not in _LIVE | _PENDING
         else None,
     )
@@ -168,7 +168,7 @@ def _with_recording_status(
     snapshot: Snapshot, body: dict[str, Any], call_id: str, log: FilteringBoundLogger
 ) -> _Call:
     """Read ``recording_status``; unknown values are waited on like ``PROCESSING``."""
-    raw = _http.typed(body, "recording_status", str)
+    raw = _fields.typed(body, "recording_status", str)
     status = _normalize(raw)
     if status in _RECORDING_READY:
         return _Call(snapshot=snapshot, recording_ready=True)
@@ -178,7 +178,7 @@ def _with_recording_status(
     elif status in _RECORDING_NONE:
         snapshot = replace(snapshot, recording_expected=False)
     elif status and status not in _RECORDING_WAIT:
-        log.warning("provider.unknown_status", field="recording_status", status=_http.clip(raw))
+        log.warning("provider.unknown_status", field="recording_status", status=_fields.clip(raw))
     return _Call(snapshot=snapshot, recording_ready=False)
 
 

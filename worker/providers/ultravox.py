@@ -30,7 +30,7 @@ from worker.model import (
     PollResult,
     Snapshot,
 )
-from worker.providers import _http
+from worker.providers import _fields, _http
 from worker.signed_urls import url_expiry
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -88,7 +88,7 @@ class UltravoxProvider:
             # while it is enabled or unknown.
             expected = False if call.recording_enabled is False else None
             return replace(call.snapshot, recording_expected=expected)
-        return replace(call.snapshot, recordings=(_http.available_recording(call_id, found),))
+        return replace(call.snapshot, recordings=(_fields.available_recording(call_id, found),))
 
     async def recording_source(
         self, call_id: str, recording_id: str
@@ -136,7 +136,7 @@ def _direct_source(
     content_type = reply.headers.get("content-type")
     if content_type and content_type.lower().startswith(_NOT_AUDIO):
         log.warning("provider.unparseable", reason="recording endpoint answered with a document",
-                    content_type=_http.clip(content_type), path="/recording")
+                    content_type=_fields.clip(content_type), path="/recording")
         return PollFailed(kind=FailureKind.TRANSIENT,
                           message="the recording endpoint answered 200 with a document, not audio")
     return DownloadSource(url=url, headers=dict(headers), content_type=content_type,
@@ -147,16 +147,16 @@ def _parse_call(body: dict[str, Any], log: FilteringBoundLogger) -> _Call:
     """Map the documented call object; ``ended`` being non-null is what "ended" means."""
     ended = body.get("ended")
     joined = body.get("joined")
-    end_reason = _http.typed(body, "endReason", str)
+    end_reason = _fields.typed(body, "endReason", str)
     enabled = body.get("recordingEnabled")
     if enabled is not None and not isinstance(enabled, bool):
-        log.warning("provider.bad_field", field="recordingEnabled", value=_http.clip(enabled))
+        log.warning("provider.bad_field", field="recordingEnabled", value=_fields.clip(enabled))
         enabled = None
-    started_at = _http.timestamp(body, "joined", log)
+    started_at = _fields.timestamp(body, "joined", log)
     if ended is not None:
         snapshot = Snapshot(status=CallStatus.ENDED,
                             provider_status=f"ended:{end_reason}" if end_reason else "ended",
-                            started_at=started_at, ended_at=_http.timestamp(body, "ended", log),
+                            started_at=started_at, ended_at=_fields.timestamp(body, "ended", log),
                             end_reason=end_reason)
     elif joined is not None:
         snapshot = Snapshot(status=CallStatus.LIVE, provider_status="joined",
