@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 import structlog
 
+from worker.store import deliveries_sql as stmt
 from worker.webhooks.base import (
     AttemptResult,
     Claim,
@@ -42,77 +43,6 @@ from worker.webhooks.policy import Dead, Delivered, Disabled, Retry
 log = structlog.get_logger("worker.store")
 
 CURSOR = "deliveries"
-
-
-def _earlier_open(alias: str) -> str:
-    """SQL: an earlier delivery of the same call to the same endpoint is still open."""
-    return (f"EXISTS (SELECT 1 FROM deliveries p WHERE p.call_pk = {alias}.call_pk "
-            f"AND p.endpoint = {alias}.endpoint AND p.event_seq < {alias}.event_seq "
-            f"AND p.finished_at IS NULL)")
-
-
-# Every endpoint that has a pending head, with its earliest next_attempt_at: a loose index
-# scan (one index seek per endpoint), not a read of every pending row.
-_HEADS = (
-    "WITH RECURSIVE ep(url) AS ("
-    " SELECT (SELECT MIN(endpoint) FROM deliveries"
-    "         WHERE state = 'pending' AND next_attempt_at IS NOT NULL)"
-    " UNION ALL"
-    " SELECT (SELECT MIN(endpoint) FROM deliveries"
-    "         WHERE state = 'pending' AND next_attempt_at IS NOT NULL AND endpoint > ep.url)"
-    " FROM ep WHERE ep.url IS NOT NULL) "
-    "SELECT url, (SELECT MIN(next_attempt_at) FROM deliveries"
-    "             WHERE state = 'pending' AND next_attempt_at IS NOT NULL AND endpoint = ep.url)"
-    " FROM ep WHERE url IS NOT NULL"
-)
-
-# Lease one endpoint's due heads and return all that sending them needs, in one statement.
-_CLAIM = (
-    "UPDATE deliveries SET lease_owner = ?, next_attempt_at = ? WHERE pk IN ("
-    " SELECT q.pk FROM deliveries q WHERE q.endpoint = ? AND q.state = 'pending'"
-    f" AND q.next_attempt_at <= ? AND NOT {_earlier_open('q')}"
-    " ORDER BY q.next_attempt_at LIMIT ?) RETURNING pk,"
-    " (SELECT e.id FROM events e WHERE e.seq = deliveries.event_seq),"
-    " (SELECT e.type FROM events e WHERE e.seq = deliveries.event_seq),"
-    " (SELECT c.provider FROM calls c WHERE c.pk = deliveries.call_pk),"
-    " (SELECT c.call_id FROM calls c WHERE c.pk = deliveries.call_pk),"
-    " endpoint, (SELECT e.body FROM events e WHERE e.seq = deliveries.event_seq),"
-    " schedule_step, (SELECT c.webhook_url FROM calls c WHERE c.pk = deliveries.call_pk)"
-)
-
-_LOG_ATTEMPT = ("INSERT INTO delivery_attempts (delivery_pk, attempt, started_at, status_code,"
-                " latency, error, reply) VALUES (?, ?, ?, ?, ?, ?, ?)")
-
-_SETTLE = ("attempts = attempts + :made, schedule_step = schedule_step + :made, last_status ="
-           " COALESCE(:status, last_status), last_error = :reason, lease_owner = NULL,"
-           " updated_at = :now")
-
-# Delivered or dead (a replay may have finished it meanwhile: the first end stands).
-_FINISH = (f"UPDATE deliveries SET {_SETTLE}, next_attempt_at = NULL, finished_at ="
-           " COALESCE(finished_at, :now), state = CASE WHEN finished_at IS NULL THEN :state"
-           " ELSE state END WHERE pk = :pk")
-
-# The next delivery of a finished one's chain is due now (see the module docstring).
-_PROMOTE_NEXT = (
-    "UPDATE deliveries AS d SET next_attempt_at = ? WHERE d.call_pk = (SELECT call_pk FROM"
-    " deliveries WHERE pk = ?) AND d.endpoint = ? AND d.finished_at IS NULL AND d.state ="
-    f" 'pending' AND d.next_attempt_at IS NULL AND NOT {_earlier_open('d')}")
-
-# Due again at :at, unless a 410 disabled it (or its endpoint, :at NULL) or a replay queued
-# an earlier event of its call meanwhile: then it waits without a time, like any non-head.
-_RETRY = (f"UPDATE deliveries AS d SET {_SETTLE}, next_attempt_at = CASE WHEN d.state <>"
-          f" 'pending' OR :at IS NULL OR {_earlier_open('d')} THEN NULL ELSE :at END"
-          " WHERE d.pk = :pk")
-
-_NEXT_DUE = ("SELECT MIN(next_attempt_at) FROM deliveries"
-             " WHERE state = 'pending' AND next_attempt_at IS NOT NULL AND endpoint = ?")
-
-_VIEW = (
-    "SELECT e.id, e.type, c.provider, c.call_id, d.endpoint, d.state, d.attempts,"
-    " d.last_status, d.last_error, d.next_attempt_at, d.lease_owner IS NOT NULL,"
-    " d.created_at, d.finished_at FROM deliveries d JOIN events e ON e.seq = d.event_seq"
-    " JOIN calls c ON c.pk = d.call_pk "
-)
 
 
 class DeliveryMixin:
@@ -166,7 +96,7 @@ class DeliveryMixin:
             return Claim(deliveries=[], next_due_at=None)
         # Read first, outside a transaction: an idle relay never takes the write lock. The
         # claim re-checks every condition, so a plan gone stale only claims less.
-        heads: dict[str, float | None] = {r[0]: r[1] for r in await self._fetchall(_HEADS)}
+        heads: dict[str, float | None] = {r[0]: r[1] for r in await self._fetchall(stmt.HEADS)}
         plan = _plan(heads, now, free, default_free, limit)
         if not plan:
             return Claim(deliveries=[], next_due_at=_next_due(heads, free, default_free, {}))
@@ -175,11 +105,11 @@ class DeliveryMixin:
         async with self._write() as db:
             for url, room in plan:
                 rows = list(await db.execute_fetchall(
-                    _CLAIM, (self.owner, now + lease_seconds, url, now, room)))
+                    stmt.CLAIM, (self.owner, now + lease_seconds, url, now, room)))
                 claimed += [_claimed(row) for row in rows]
                 taken[url] = len(rows)
                 if taken[url] < room:  # no more due now: when is its next one?
-                    found = list(await db.execute_fetchall(_NEXT_DUE, (url,)))
+                    found = list(await db.execute_fetchall(stmt.NEXT_DUE, (url,)))
                     heads[url] = found[0][0] if found else None
         return Claim(deliveries=claimed, next_due_at=_next_due(heads, free, default_free, taken))
 
@@ -268,7 +198,7 @@ class DeliveryMixin:
             params += list(call)
             order = "d.event_seq, d.endpoint"
         where = f"WHERE {' AND '.join(terms)} " if terms else ""
-        rows = await self._fetchall(f"{_VIEW}{where}ORDER BY {order} LIMIT ?", (*params, limit))
+        rows = await self._fetchall(f"{stmt.VIEW}{where}ORDER BY {order} LIMIT ?", (*params, limit))
         return [_view(r) for r in rows]
 
     async def delivery_counts(self) -> DeliveryCounts:
@@ -297,7 +227,7 @@ async def _promote(db: aiosqlite.Connection, now: float, scope: str,
     await db.execute(
         f"UPDATE deliveries AS d SET next_attempt_at = ? WHERE {scope} AND d.finished_at IS NULL"
         " AND d.state = 'pending' AND d.next_attempt_at IS NULL"
-        f" AND NOT {_earlier_open('d')}", (now, *params))
+        f" AND NOT {stmt.earlier_open('d')}", (now, *params))
 
 
 async def _rehead(db: aiosqlite.Connection, now: float, call_pks: Iterable[int]) -> None:
@@ -306,7 +236,7 @@ async def _rehead(db: aiosqlite.Connection, now: float, call_pks: Iterable[int])
     await db.execute(
         f"UPDATE deliveries AS d SET next_attempt_at = NULL WHERE {scope}"
         " AND d.finished_at IS NULL AND d.state = 'pending' AND d.next_attempt_at IS NOT NULL"
-        f" AND d.lease_owner IS NULL AND {_earlier_open('d')}", (pks,))
+        f" AND d.lease_owner IS NULL AND {stmt.earlier_open('d')}", (pks,))
     await _promote(db, now, scope, (pks,))
 
 
@@ -320,13 +250,14 @@ async def _release(db: aiosqlite.Connection, now: float, owner: str) -> int:
 async def _apply(db: aiosqlite.Connection, results: Sequence[AttemptResult],
                  now: float) -> None:
     """Log the attempts and apply the decisions: a few statements for the whole batch."""
-    await _many(db, _LOG_ATTEMPT, [
+    await _many(db, stmt.LOG_ATTEMPT, [
         (r.delivery.pk, a.number, a.started_at, a.status, a.latency, a.error, a.reply)
         for r in results if (a := r.attempt) is not None])
     finished = [r for r in results if isinstance(r.decision, Delivered | Dead)]
-    await _many(db, _FINISH, [_params(r, now) for r in finished])
-    await _many(db, _PROMOTE_NEXT, [(now, r.delivery.pk, r.delivery.endpoint) for r in finished])
-    await _many(db, _RETRY, [_params(r, now) for r in results
+    await _many(db, stmt.FINISH, [_params(r, now) for r in finished])
+    await _many(db, stmt.PROMOTE_NEXT,
+                [(now, r.delivery.pk, r.delivery.endpoint) for r in finished])
+    await _many(db, stmt.RETRY, [_params(r, now) for r in results
                              if isinstance(r.decision, Retry | Disabled)])
     for result in results:
         if isinstance(result.decision, Disabled):
