@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -25,13 +26,19 @@ CALL_COLUMNS = (
     "metadata, webhook_url, started_notified, ended_notified, terminal, terminal_reason, "
     "not_found_since, consecutive_failures, tracked_at, last_polled_at, next_poll_at"
 )
+# Where CALL_COLUMNS has its REAL columns (a claim reads them as quote()d text).
+REAL_CALL_POSITIONS = frozenset(
+    i for i, name in enumerate(CALL_COLUMNS.split(", "))
+    if name in {"started_at", "ended_at", "not_found_since", "tracked_at", "last_polled_at",
+                "next_poll_at"})
 RECORDING_COLUMNS = (
     "call_pk, recording_id, status, url, url_expires_at, content_type, size, first_seen_at, "
     "reason, archive_path, archive_size, archive_sha256"
 )
 
 
-def call_from_row(row: sqlite3.Row, recordings: Iterable[RecordingState] = ()) -> TrackedCall:
+def call_from_row(row: Sequence[Any], recordings: Iterable[RecordingState] = ()
+                  ) -> TrackedCall:
     """A call from a row whose first columns are ``CALL_COLUMNS``, in that order.
 
     Read by position: a name lookup in ``sqlite3.Row`` is a case-insensitive scan of the
@@ -62,6 +69,22 @@ def call_from_row(row: sqlite3.Row, recordings: Iterable[RecordingState] = ()) -
     )
 
 
+def calls_from_json(text: str, recording_rows: Iterable[sqlite3.Row]) -> list[TrackedCall]:
+    """The calls of a claim (``store/jobs.py``): a JSON array of ``CALL_COLUMNS`` rows, each
+    REAL as quote()d text, each row ending with whether the call has recordings; and the
+    recordings of those that have some."""
+    recordings: dict[int, list[RecordingState]] = {}
+    for row in recording_rows:
+        recordings.setdefault(row["call_pk"], []).append(recording_from_row(row))
+    calls = []
+    for values in json.loads(text):
+        for i in REAL_CALL_POSITIONS:
+            value = values[i]
+            values[i] = None if value == "NULL" else float(value)
+        calls.append(call_from_row(values, recordings.get(values[0], ())))
+    return calls
+
+
 def recording_from_row(row: sqlite3.Row) -> RecordingState:
     return RecordingState(
         id=row["recording_id"],
@@ -82,16 +105,50 @@ _UPDATED = ("status", "provider_status", "started_at", "ended_at", "end_reason",
             "started_notified", "ended_notified", "terminal", "terminal_reason",
             "not_found_since", "consecutive_failures", "updated_at", "last_polled_at",
             "next_poll_at")
-# Positional parameters: binding 16 named ones costs about 3 µs more per row, and this runs
-# for every poll. The SQL is built from the same tuple as the parameters, so they cannot drift.
-CALL_UPDATE = ("UPDATE calls SET " + ", ".join(f"{name} = ?" for name in _UPDATED)
-               + ", lease_owner = NULL, lease_until = NULL, "
-               "last_snapshot = COALESCE(?, last_snapshot) WHERE pk = ?")
+_PARAMS_PER_CALL = len(_UPDATED) + 2  # then last_snapshot, then the row's pk
+# The largest UPDATE: 256 x 16 parameters stays well under SQLite's limit of 32 766.
+_MOST_ROWS = 256
+
+
+@functools.cache
+def _call_update_sql(count: int) -> str:
+    """One UPDATE of ``count`` call rows, their new values in a VALUES list.
+
+    One statement instead of ``executemany``: the sqlite3 module releases and retakes the
+    GIL around every step, once per row, and while the event loop is busy each retake
+    waited a fraction of a millisecond, so a batch of 48 rows held the database thread for
+    tens of milliseconds; one statement is one step. Parameters are bound, not rendered into
+    JSON or text, so every float arrives exactly.
+    """
+    sets = ", ".join(f"{name} = v.column{i}" for i, name in enumerate(_UPDATED, 1))
+    row = "(" + ",".join("?" * _PARAMS_PER_CALL) + ")"
+    return (f"UPDATE calls SET {sets}, lease_owner = NULL, lease_until = NULL, "
+            f"last_snapshot = COALESCE(v.column{len(_UPDATED) + 1}, calls.last_snapshot) "
+            f"FROM (VALUES {','.join([row] * count)}) AS v "
+            f"WHERE calls.pk = v.column{_PARAMS_PER_CALL}")
+
+
+def call_updates(params: Sequence[tuple[Any, ...]]) -> list[tuple[str, list[Any]]]:
+    """Statements that persist ``params`` (from ``call_update_params``): one per 256 calls.
+
+    A call written twice keeps its last values, as one UPDATE per row in order would. A
+    chunk is padded to a power-of-two row count by repeating its last row (the same values
+    for the same call: harmless), so at most nine statement texts ever exist and all stay
+    in the connection's statement cache.
+    """
+    last = list({p[-1]: p for p in params}.values())
+    statements: list[tuple[str, list[Any]]] = []
+    for start in range(0, len(last), _MOST_ROWS):
+        chunk = last[start:start + _MOST_ROWS]
+        count = 1 << (len(chunk) - 1).bit_length()
+        chunk += [chunk[-1]] * (count - len(chunk))
+        statements.append((_call_update_sql(count), [value for p in chunk for value in p]))
+    return statements
 
 
 def call_update_params(call: TrackedCall, now: float, result: PollResult | None
                        ) -> tuple[Any, ...]:
-    """Parameters for ``CALL_UPDATE``, which persists a call after a decision."""
+    """One call's values for ``call_updates``, which persists calls after decisions."""
     return (
         str(call.status),
         call.provider_status,
@@ -131,7 +188,7 @@ EVENT_INSERT = ("INSERT INTO events (id, call_pk, type, key, occurred_at, body) 
 class Writes:
     """The parameters of everything one batch of decisions writes, built outside any lock."""
 
-    calls: list[tuple[Any, ...]]  # for CALL_UPDATE
+    calls: list[tuple[Any, ...]]  # for call_updates
     recordings: list[dict[str, Any]]  # for RECORDING_UPSERT
     events: list[tuple[Any, ...]]  # for EVENT_INSERT
 
