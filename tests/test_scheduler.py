@@ -82,15 +82,18 @@ async def test_listeners_wake_only_after_batches_with_events(store: SQLiteStore)
 
 async def test_pollers_follow_the_concurrency_and_drain_on_stop(store: SQLiteStore,
                                                                tmp_path: Path) -> None:
-    """Never more polls at once than slots; stopping finishes what was claimed."""
+    """Never more polls at once than slots, nor more calls claimed ahead than slots;
+    stopping finishes what was claimed."""
     provider = Scripted()
     scheduler = scheduler_for(store, provider, concurrency=3)
-    peak = 0
+    peak = peak_held = 0
 
     async def watch() -> None:
-        nonlocal peak
+        nonlocal peak, peak_held
         while True:
-            peak = max(peak, scheduler.stats.in_flight["ultravox"])
+            stats = scheduler.stats
+            peak = max(peak, stats.in_flight["ultravox"])
+            peak_held = max(peak_held, stats.in_flight["ultravox"] + stats.queued["ultravox"])
             await anyio.lowlevel.checkpoint()
 
     for n in range(20):
@@ -103,7 +106,8 @@ async def test_pollers_follow_the_concurrency_and_drain_on_stop(store: SQLiteSto
             scheduler.stop()
         tg.cancel_scope.cancel()
     assert 1 <= peak <= 3
-    assert scheduler.stats.in_flight["ultravox"] == 0
+    assert 3 < peak_held <= 6  # a queue as deep as the slots, no deeper
+    assert scheduler.stats.in_flight["ultravox"] == scheduler.stats.queued["ultravox"] == 0
     with sqlite3.connect(tmp_path / "callwatch.db") as db:  # every claimed call was handed back
         assert db.execute("SELECT COUNT(*) FROM calls WHERE lease_until IS NOT NULL"
                           ).fetchone() == (0,)
