@@ -1,14 +1,12 @@
 """Per-provider request pacing: a token bucket plus a whole-provider pause after a 429.
 
-The decision (how long must this request wait?) is a pure method; only ``acquire`` sleeps.
+The decision (how long must this request wait?) is a pure method; the caller sleeps.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-
-import anyio
 
 
 class TokenBucket:
@@ -39,8 +37,3 @@ class TokenBucket:
         self._tokens -= 1.0
         wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
         return max(wait, self._paused_until - now)
-
-    async def acquire(self) -> None:
-        wait = self.reserve()
-        if wait > 0:
-            await anyio.sleep(wait)

@@ -96,31 +96,38 @@ async def get_json(
     reply = await request(client, url, headers=headers, log=log, read_body=True)
     if not isinstance(reply, Reply):
         return reply
-    path = urlsplit(url).path
-    data = _json_object(reply, path, headers, log)
+    data = _json_object(reply, url, headers, log)
     if isinstance(data, PollFailed):
         return data
     try:
         return parse(data)
     except UnparseableError as exc:
-        return unparseable(log, str(exc), path, reply.body, headers)
+        return unparseable(log, str(exc), _path(url), reply.body, headers)
+
+
+def _path(url: str) -> str:
+    """What a log line or error names a request by: the path, never the query (which can
+    carry a signature). Worked out only when something goes wrong: it is a urlsplit."""
+    return urlsplit(url).path
 
 
 def _json_object(
-    reply: Reply, path: str, headers: Mapping[str, str], log: FilteringBoundLogger
+    reply: Reply, url: str, headers: Mapping[str, str], log: FilteringBoundLogger
 ) -> dict[str, Any] | PollFailed:
     if not 200 <= reply.status < 300:
+        path = _path(url)
         log.warning("provider.unexpected_status", status=reply.status, path=path)
         return PollFailed(kind=FailureKind.TRANSIENT,
                           message=f"unexpected HTTP {reply.status} from {path}")
     if reply.too_large:
-        return unparseable(log, f"reply larger than {MAX_BODY} bytes", path, reply.body, headers)
+        return unparseable(log, f"reply larger than {MAX_BODY} bytes", _path(url), reply.body,
+                           headers)
     try:
         data = json.loads(reply.body)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-        return unparseable(log, "not JSON", path, reply.body, headers)
+        return unparseable(log, "not JSON", _path(url), reply.body, headers)
     if not isinstance(data, dict):
-        return unparseable(log, "not a JSON object", path, reply.body, headers)
+        return unparseable(log, "not a JSON object", _path(url), reply.body, headers)
     return data
 
 
@@ -137,18 +144,20 @@ async def request(
     Without ``read_body`` the body is never read (the connection is closed instead), which is
     how an endpoint that may answer with the recording's bytes is asked where they are.
     """
-    path = urlsplit(url).path
     try:
         try:
             reply = await _attempt(client, url, headers, read_body=read_body)
         except _RetryableError as first:
             reply = await _retry(first, client, url, headers, read_body=read_body)
-        return _classify(reply, path, log)
+        if reply.status < 400:
+            return reply
+        return _classify(reply, _path(url), log)
     except _RetryableError as exc:
         what = exc.what
     except httpx.HTTPError as exc:  # not worth a retry, e.g. a body that does not decompress
         what = type(exc).__name__
     # Only the type: httpx messages can quote URLs and headers, which can carry credentials.
+    path = _path(url)
     log.warning("provider.request_failed", error=what, path=path)
     return PollFailed(kind=FailureKind.TRANSIENT, message=f"{what} from {path}")
 
