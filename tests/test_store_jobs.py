@@ -45,9 +45,9 @@ def track(db: sqlite3.Connection, count: int, provider: str = "ultravox") -> lis
 
 def claim(db: sqlite3.Connection, now: float, limit: int,
           provider: str = "ultravox") -> list[TrackedCall]:
-    due, recordings = jobs.transaction(db, jobs.claim_due, provider, now=now, owner="me",
-                                       until=now + 120, limit=limit)
-    return rows.calls_from_json(due, recordings)
+    claimed, recordings = jobs.claim_due(db, provider, now=now, owner="me", until=now + 120,
+                                         limit=limit)
+    return rows.calls_from_values(claimed, recordings)
 
 
 # Seconds since the epoch (and before it), as providers and our clock produce them. SQLite's
@@ -88,6 +88,24 @@ def test_a_claim_leases_the_earliest_due_calls_and_nothing_else(db: sqlite3.Conn
     assert sorted(c.call_id for c in claim(db, T0 + 10, 10)) == ["c3", "c4"]
     assert claim(db, T0 + 10, 10) == []
     assert db.execute("SELECT COUNT(*) FROM calls WHERE lease_owner IS NULL").fetchone()[0] == 2
+
+
+def test_a_call_taken_by_another_process_between_read_and_lease_is_left_to_it(
+        tmp_path: Path, db: sqlite3.Connection) -> None:
+    """The lease takes only what is still due and free; the claim returns just those."""
+    track(db, 4)
+    read = jobs.read_due(db, "ultravox", now=T0 + 10, limit=4)
+    assert len(read) == 4
+    other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
+    other.execute("UPDATE calls SET lease_owner = 'other', lease_until = ? WHERE call_id = 'c1'",
+                  (T0 + 100,))
+    other.execute("UPDATE calls SET next_poll_at = ? WHERE call_id = 'c2'", (T0 + 50,))
+    other.close()
+    claimed, _ = jobs.lease(db, read, now=T0 + 10, owner="me", until=T0 + 130)
+    calls = rows.calls_from_values(claimed, [])
+    assert sorted(c.call_id for c in calls) == ["c0", "c3"]
+    owners = dict(db.execute("SELECT call_id, lease_owner FROM calls").fetchall())
+    assert owners == {"c0": "me", "c1": "other", "c2": None, "c3": "me"}
 
 
 def test_call_updates_keep_the_last_write_of_a_call_and_cover_every_row(

@@ -5,8 +5,9 @@ fetched or written) and aiosqlite's thread takes it again for every job it picks
 every result it hands back. While the event loop is busy each retake waits its turn: about
 1.3 ms at saturation on the benchmark machine (``docs/benchmarks.md``), against 0.6 ms of
 SQLite work for a whole 32-call claim. So the hot paths are built to take few steps: a
-claim reads its calls as one aggregated row and writes its leases in one statement, and
-a transaction goes to the thread as one job instead of one round trip per statement.
+claim reads its calls as one aggregated row and writes its leases in one statement (and
+parses the row here, so the event loop gets Python lists), and a transaction goes to the
+thread as one job instead of one round trip per statement.
 
 Everything here is plain ``sqlite3`` code, called with the connection on its own thread
 (``SQLiteStore._job``); nothing here awaits.
@@ -14,9 +15,10 @@ Everything here is plain ``sqlite3`` code, called with the connection on its own
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from worker.store import rows
 
@@ -30,23 +32,28 @@ _NAMES = rows.CALL_COLUMNS.split(", ")
 _CALL_JSON = ", ".join(f"quote({name})" if i in rows.REAL_CALL_POSITIONS else name
                        for i, name in enumerate(_NAMES))
 
-# The due calls of one provider as one JSON array of rows (``CALL_COLUMNS`` in order, then
-# whether the call has recordings): one step, however many calls.
-_DUE = (
+# Calls as one JSON array of rows (``CALL_COLUMNS`` in order, then whether the call has
+# recordings): one step, however many calls.
+_AS_JSON = (
     f"SELECT json_group_array(json_array({_CALL_JSON}, "
-    f"  EXISTS (SELECT 1 FROM recordings r WHERE r.call_pk = due.pk))) "
-    f"FROM (SELECT * FROM calls WHERE provider = ? AND next_poll_at IS NOT NULL "
-    f"  AND next_poll_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
-    f"  ORDER BY next_poll_at LIMIT ?) AS due"
+    f"  EXISTS (SELECT 1 FROM recordings r WHERE r.call_pk = c.pk))) FROM ({{rows}}) AS c"
 )
+# Due and not leased (or its lease ran out): what a claim may take.
+_FREE = ("next_poll_at IS NOT NULL AND next_poll_at <= ? "
+         "AND (lease_until IS NULL OR lease_until < ?)")
+_DUE = _AS_JSON.format(rows=f"SELECT * FROM calls WHERE provider = ? AND {_FREE} "
+                            f"ORDER BY next_poll_at LIMIT ?")
+_HELD = _AS_JSON.format(rows="SELECT * FROM calls WHERE pk IN (SELECT value FROM json_each(?)) "
+                             "AND lease_owner = ? AND lease_until = ?")
 _LEASE = ("UPDATE calls SET lease_owner = ?, lease_until = ? "
-          "WHERE pk IN (SELECT json_extract(value, '$[0]') FROM json_each(?))")
+          f"WHERE pk IN (SELECT value FROM json_each(?)) AND {_FREE}")
 _RECORDINGS = (
-    f"SELECT {rows.RECORDING_COLUMNS} FROM recordings WHERE call_pk IN ("
-    f"  SELECT json_extract(value, '$[0]') FROM json_each(?) "
-    f"  WHERE json_extract(value, '$[{len(_NAMES)}]')) "
+    f"SELECT {rows.RECORDING_COLUMNS} FROM recordings "
+    f"WHERE call_pk IN (SELECT value FROM json_each(?)) "
     f"ORDER BY call_pk, first_seen_at, recording_id"
 )
+
+Claimed = tuple[list[list[Any]], list[sqlite3.Row]]
 
 
 def transaction(db: sqlite3.Connection, work: Callable[Concatenate[sqlite3.Connection, P], T],
@@ -63,17 +70,43 @@ def transaction(db: sqlite3.Connection, work: Callable[Concatenate[sqlite3.Conne
 
 
 def claim_due(db: sqlite3.Connection, provider: str, *, now: float, owner: str, until: float,
-              limit: int) -> tuple[str, list[sqlite3.Row]]:
-    """Lease up to ``limit`` due calls of ``provider`` (inside a transaction).
+              limit: int) -> Claimed:
+    """Lease up to ``limit`` due calls of ``provider``: ``read_due``, then ``lease``.
 
-    Returns the calls as the JSON text of ``_DUE`` (parsed by ``rows.calls_from_json`` on
-    the event loop's side) and the recordings of those that have any.
+    No transaction around the two: the lease is one UPDATE (atomic alone) that takes only
+    the calls still due and free, and the store's lock keeps this process's other
+    statements out in between. A nothing-due claim, an idle lane's, is one statement.
     """
-    due: str = db.execute(_DUE, (provider, now, now, limit)).fetchone()[0]
-    if due == "[]":
-        return due, []
-    db.execute(_LEASE, (owner, until, due))
-    return due, db.execute(_RECORDINGS, (due,)).fetchall()
+    return lease(db, read_due(db, provider, now=now, limit=limit), now=now, owner=owner,
+                 until=until)
+
+
+def read_due(db: sqlite3.Connection, provider: str, *, now: float,
+             limit: int) -> list[list[Any]]:
+    """The earliest due, unleased calls of ``provider``, as rows of values (REALs as text)."""
+    found: str = db.execute(_DUE, (provider, now, now, limit)).fetchone()[0]
+    return cast(list[list[Any]], json.loads(found))
+
+
+def lease(db: sqlite3.Connection, calls: list[list[Any]], *, now: float, owner: str,
+          until: float) -> Claimed:
+    """Lease ``calls`` (from ``read_due``) where still due and free; the leased calls (as
+    rows of values, for ``rows.calls_from_values``) and their recordings.
+
+    Only another process can have leased or rescheduled one of them since they were read.
+    Then fewer rows change than were read, and the ones this claim holds are read again by
+    its exact lease: none of them can have held ``until`` before (it was free, so any older
+    lease of ours had run out, and ``until`` is later than now).
+    """
+    if not calls:
+        return [], []
+    pks = json.dumps([call[0] for call in calls])
+    if db.execute(_LEASE, (owner, until, pks, now, now)).rowcount != len(calls):
+        calls = json.loads(db.execute(_HELD, (pks, owner, until)).fetchone()[0])
+    with_recordings = [call[0] for call in calls if call[-1]]
+    if not with_recordings:
+        return calls, []
+    return calls, db.execute(_RECORDINGS, (json.dumps(with_recordings),)).fetchall()
 
 
 def write_decisions(db: sqlite3.Connection, writes: rows.Writes,

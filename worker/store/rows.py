@@ -69,15 +69,16 @@ def call_from_row(row: Sequence[Any], recordings: Iterable[RecordingState] = ()
     )
 
 
-def calls_from_json(text: str, recording_rows: Iterable[sqlite3.Row]) -> list[TrackedCall]:
-    """The calls of a claim (``store/jobs.py``): a JSON array of ``CALL_COLUMNS`` rows, each
-    REAL as quote()d text, each row ending with whether the call has recordings; and the
-    recordings of those that have some."""
+def calls_from_values(claimed: Iterable[list[Any]], recording_rows: Iterable[sqlite3.Row]
+                      ) -> list[TrackedCall]:
+    """The calls of a claim (``store/jobs.py``): rows of ``CALL_COLUMNS`` values, each REAL as
+    quote()d text, each row ending with whether the call has recordings; and the recordings
+    of those that have some."""
     recordings: dict[int, list[RecordingState]] = {}
     for row in recording_rows:
         recordings.setdefault(row["call_pk"], []).append(recording_from_row(row))
     calls = []
-    for values in json.loads(text):
+    for values in claimed:
         for i in REAL_CALL_POSITIONS:
             value = values[i]
             values[i] = None if value == "NULL" else float(value)

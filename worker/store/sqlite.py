@@ -171,10 +171,10 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
         # One job on the database thread, one aggregated row however many calls are due
         # (see store/jobs.py): RETURNING the leased rows cost one GIL retake per row, which
         # made claims the pipeline's bottleneck under load.
-        due, recordings = await self._job(
-            jobs.transaction, jobs.claim_due, provider, now=now, owner=self.owner,
-            until=now + LEASE_SECONDS, limit=limit)
-        calls = rows.calls_from_json(due, recordings)
+        claimed, recordings = await self._job(
+            jobs.claim_due, provider, now=now, owner=self.owner, until=now + LEASE_SECONDS,
+            limit=limit)
+        calls = rows.calls_from_values(claimed, recordings)
         calls.sort(key=lambda c: c.next_poll_at)
         return calls
 
