@@ -119,7 +119,9 @@ class Scheduler:
 
     def describe(self) -> str:
         """A fragment for the systemd STATUS= line."""
-        return f"{sum(self.stats.in_flight.values())} polls in flight"
+        queued = sum(self.stats.queued.values())
+        return f"{sum(self.stats.in_flight.values())} polls in flight" + (
+            f", {queued} due calls queued" if queued else "")
 
     def stop(self) -> None:
         """Stop claiming; polls in flight finish and their results are committed."""

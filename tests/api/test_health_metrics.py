@@ -82,6 +82,8 @@ async def test_metrics_scrape_parses_and_holds_the_expected_values(
     stats.polls.update({"ok": 7, "rate_limited": 2})
     stats.poll_seconds = 1.25
     stats.rate_limited["ultravox"] = 2
+    stats.in_flight["envoy"] = 4
+    stats.queued["envoy"] = 9
     stats.events.update({"call.started": 3, "call.ended": 1})
     runtime.relay = FakeRelay(stats=Counter(delivered=5, failed=1), delivery_seconds=0.5,
                               oldest_pending_at=now - 12)
@@ -104,6 +106,10 @@ async def test_metrics_scrape_parses_and_holds_the_expected_values(
     limited = got["callwatch_provider_rate_limited"]
     assert limited[("callwatch_provider_rate_limited_total", (("provider", "ultravox"),))] == 2
     assert limited[("callwatch_provider_rate_limited_total", (("provider", "envoy"),))] == 0
+    assert got["callwatch_polls_in_flight"][
+        ("callwatch_polls_in_flight", (("provider", "envoy"),))] == 4
+    assert got["callwatch_polls_queued"][
+        ("callwatch_polls_queued", (("provider", "envoy"),))] == 9
     emitted = got["callwatch_events_emitted"]
     assert emitted[("callwatch_events_emitted_total", (("type", "call.started"),))] == 3
     deliveries = got["callwatch_deliveries"]

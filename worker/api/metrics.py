@@ -82,6 +82,9 @@ def _scheduler(ctx: Context, out: Exposition) -> None:
                 _by("provider", {p: stats.rate_limited.get(p, 0) for p in _providers(ctx)}))
     out.gauge("callwatch_polls_in_flight", "Polls waiting for a provider's answer.",
               _by("provider", {p: stats.in_flight.get(p, 0) for p in _providers(ctx)}))
+    out.gauge("callwatch_polls_queued", "Due calls claimed (leased) and waiting for a free "
+              "poll slot; up to the provider's concurrency.",
+              _by("provider", {p: stats.queued.get(p, 0) for p in _providers(ctx)}))
     out.counter("callwatch_events_emitted_total", "Events this process wrote, by type.",
                 _by("type", stats.events))
     out.gauge("callwatch_scheduler_progress_age_seconds", "Seconds since the scheduler last "
