@@ -16,6 +16,9 @@ concurrency (``concurrency`` per provider), phases alternated ABAB and repeated:
 * ``adapters``: ``provider.fetch_call`` in loops, without scheduler or store.
 * ``scheduler``: the pipeline with providers that answer at once, without HTTP: what the
   scheduler, reconcile and the store cost per poll on their own.
+* with ``--diagnose``, the pipeline on two stand-in stores (``bench/stand_ins.py``):
+  ``memory`` (no SQLite at all) and ``loop-thread`` (the store's own SQL, run on the event
+  loop's thread instead of aiosqlite's): where the pipeline's cost over the adapters goes.
 
 Every call waits (not joined) for the whole run, so every poll is one GET that changes
 nothing, the steady state of a long call (events are ``bench/outbox.py``'s business), and is
@@ -34,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx
@@ -52,12 +55,13 @@ from bench.common import (
     simulator,
     write_config,
 )
+from bench.stand_ins import InstantProvider, LoopThreadStore, MemoryStore
 from worker import logs
 from worker.config import Config, load
 from worker.daemon import http_client, lanes_for
-from worker.model import CallStatus, DownloadSource, NotFound, PollFailed, PollResult, Snapshot
+from worker.model import TrackedCall
 from worker.scheduler import Scheduler
-from worker.store.base import NewCall, PollApplied
+from worker.store.base import NewCall, PollApplied, Store
 from worker.store.sqlite import SQLiteStore
 
 NAME = "polling"
@@ -74,10 +78,14 @@ class Options:
     warmup: float = 0.7  # per phase, not measured
     rounds: int = 6  # short phases, many rounds: neighbours in time see the same noise
     stock_pool: bool = False  # also time the pre-http_pool client (slow: ~40 ms CPU/request)
+    diagnose: bool = False  # also the pipeline on the stand-in stores of stand_ins.py
 
 
 DEFAULT = Options()
 QUICK = Options(calls=300, seconds=1.0, warmup=0.3, rounds=1)
+
+
+StandIn = MemoryStore | LoopThreadStore
 
 
 class CountingStore(SQLiteStore):
@@ -98,28 +106,12 @@ async def window(count: Callable[[], int], seconds: float, sim: Sim) -> Phase:
     return Phase(done=n1 - n0, seconds=t1 - t0, cpu_seconds=c1 - c0, sim_cpu_seconds=s1 - s0)
 
 
-class InstantProvider:
-    """Answers every poll at once, as a waiting call: the scheduler and the store alone."""
-
-    name = "instant"
-
-    def validate_call_id(self, call_id: str) -> str | None:
-        return None
-
-    async def fetch_call(self, call_id: str) -> PollResult:
-        await anyio.lowlevel.checkpoint()
-        return Snapshot(status=CallStatus.PENDING, provider_status="queued")
-
-    async def recording_source(self, call_id: str, recording_id: str
-                               ) -> DownloadSource | NotFound | PollFailed:
-        return NotFound()
-
-
 # --------------------------------------------------------------------------- the clients
 
 
-async def pipeline_phase(store: CountingStore, config: Config, client: httpx.AsyncClient,
-                         options: Options, sim: Sim, *, instant: bool = False) -> Phase:
+async def pipeline_phase(store: CountingStore | StandIn, config: Config,
+                         client: httpx.AsyncClient, options: Options, sim: Sim, *,
+                         instant: bool = False) -> Phase:
     """The real scheduler, started fresh, measured after its warm-up.
 
     ``instant``: its providers answer at once without HTTP, which leaves what the
@@ -128,7 +120,8 @@ async def pipeline_phase(store: CountingStore, config: Config, client: httpx.Asy
     lanes = lanes_for(config, client)
     if instant:
         lanes = {name: replace(lane, provider=InstantProvider()) for name, lane in lanes.items()}
-    scheduler = Scheduler(store, lanes)
+    # A stand-in has only what the scheduler calls, not the whole Store Protocol.
+    scheduler = Scheduler(cast(Store, store), lanes)
     async with anyio.create_task_group() as tg:
         await tg.start(scheduler.run)
         await anyio.sleep(options.warmup)
@@ -311,10 +304,33 @@ async def _rounds(options: Options, sim: Sim, config: Config, store: CountingSto
         }
         if options.stock_pool:
             phases["stock"] = lambda: bare_phase(stock, targets, options, sim)
+        if options.diagnose:
+            memory = MemoryStore(await _leased_copy(store))
+            phases["memory"] = lambda: pipeline_phase(memory, config, client, options, sim)
+            phases["loop-thread"] = lambda: _loop_thread_phase(store, config, client,
+                                                               options, sim)
         for r in range(options.rounds):
             order = list(phases) if r % 2 == 0 else list(reversed(phases))
             rounds.append({name: await phases[name]() for name in order})
     return rounds
+
+
+async def _leased_copy(store: CountingStore) -> list[TrackedCall]:
+    """Every tracked call, as a claim reads it; the leases are handed straight back."""
+    calls: list[TrackedCall] = []
+    for name in PROVIDERS:
+        calls += await store.claim_due_calls(name, time.time() + 3600, 1_000_000)
+    await store.release_leases()
+    return calls
+
+
+async def _loop_thread_phase(store: CountingStore, config: Config, client: httpx.AsyncClient,
+                             options: Options, sim: Sim) -> Phase:
+    stand_in = LoopThreadStore(store.path, store.owner)
+    try:
+        return await pipeline_phase(stand_in, config, client, options, sim)
+    finally:
+        stand_in.close()
 
 
 async def _measure(options: Options) -> Report:

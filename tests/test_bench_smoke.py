@@ -18,7 +18,7 @@ pytestmark = pytest.mark.bench_smoke
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {
     "polling": ["--calls", "60", "--concurrency", "8", "--seconds", "0.3", "--warmup", "0.1",
-                "--rounds", "1"],
+                "--rounds", "1", "--diagnose"],
     "scale": ["--sizes", "300", "--rate", "100", "--seconds", "1", "--lead", "1.5"],
     "outbox": ["--events", "200", "--calls", "20", "--batch", "16", "--rounds", "1"],
 }
