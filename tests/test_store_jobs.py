@@ -157,3 +157,26 @@ async def test_a_batch_larger_than_one_statement_is_still_one_transaction(
                                 ).fetchone() == (0,)
     finally:
         await store.close()
+
+
+def test_a_failed_transaction_rolls_back_and_keeps_its_own_error(db: sqlite3.Connection) -> None:
+    """The work's error comes out, not a failed ROLLBACK's, whether or not SQLite had
+    already rolled the transaction back by itself."""
+    [pk] = track(db, 1)
+
+    def fails_in_sql(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE calls SET provider_status = 'half' WHERE pk = ?", (pk,))
+        conn.execute("INSERT INTO events (id, call_pk, type, key, occurred_at, body) "
+                     "VALUES ('e', 999, 't', 'k', 0, x'')")  # no call 999: foreign key
+
+    def already_rolled_back(conn: sqlite3.Connection) -> None:
+        conn.execute("ROLLBACK")  # as SQLite does by itself after some I/O errors
+        raise OSError("the disk went away")
+
+    db.execute("PRAGMA foreign_keys=ON")
+    with pytest.raises(sqlite3.IntegrityError):
+        jobs.transaction(db, fails_in_sql)
+    with pytest.raises(OSError, match="went away"):
+        jobs.transaction(db, already_rolled_back)
+    assert not db.in_transaction
+    assert db.execute("SELECT provider_status FROM calls").fetchone()[0] is None

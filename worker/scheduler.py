@@ -124,7 +124,8 @@ class Scheduler:
             f", {queued} due calls queued" if queued else "")
 
     def stop(self) -> None:
-        """Stop claiming; polls in flight finish and their results are committed."""
+        """Stop claiming; polls in flight and the calls queued for them finish (they are
+        leased), and their results are committed."""
         self._stopping = True
         self.wake()
 

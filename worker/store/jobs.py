@@ -27,7 +27,7 @@ P = ParamSpec("P")
 
 # Every REAL column goes through quote(): JSON renders a REAL with 15 significant digits,
 # which does not always give back the same float; quote() falls back to 21 digits when 15
-# would not round-trip (tests/test_store.py checks this on the SQLite in use).
+# would not round-trip (tests/test_store_jobs.py checks this on the SQLite in use).
 _NAMES = rows.CALL_COLUMNS.split(", ")
 _CALL_JSON = ", ".join(f"quote({name})" if i in rows.REAL_CALL_POSITIONS else name
                        for i, name in enumerate(_NAMES))
@@ -58,12 +58,17 @@ Claimed = tuple[list[list[Any]], list[sqlite3.Row]]
 
 def transaction(db: sqlite3.Connection, work: Callable[Concatenate[sqlite3.Connection, P], T],
                 *args: P.args, **kwargs: P.kwargs) -> T:
-    """``work`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any error."""
+    """``work`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any error.
+
+    SQLite rolls some failures back by itself (a full disk, an I/O error): a ROLLBACK then
+    would fail and hide the real error, so it is sent only while a transaction is open.
+    """
     db.execute("BEGIN IMMEDIATE")
     try:
         result = work(db, *args, **kwargs)
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
     return result
