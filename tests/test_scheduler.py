@@ -111,3 +111,46 @@ async def test_pollers_follow_the_concurrency_and_drain_on_stop(store: SQLiteSto
     with sqlite3.connect(tmp_path / "callwatch.db") as db:  # every claimed call was handed back
         assert db.execute("SELECT COUNT(*) FROM calls WHERE lease_until IS NOT NULL"
                           ).fetchone() == (0,)
+
+
+async def test_a_lowered_concurrency_holds_from_the_next_poll(store: SQLiteStore) -> None:
+    """After a SIGHUP lowers a provider's concurrency, no more polls run at once than the
+    new limit, although the pollers started for the old one (and the queue) are still
+    there."""
+    provider = Slow()
+    scheduler = scheduler_for(store, provider, concurrency=6)
+    for n in range(40):
+        await store.track(NewCall(provider="ultravox", call_id=f"c{n}"), time.time())
+    peak_after = 0
+    lowered = False
+
+    async def watch() -> None:
+        nonlocal peak_after
+        while True:
+            if lowered:
+                peak_after = max(peak_after, scheduler.stats.in_flight["ultravox"])
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        async with anyio.create_task_group() as polling:
+            await polling.start(scheduler.run)
+            await wait_until(lambda: scheduler.stats.in_flight["ultravox"] == 6)
+            lane = scheduler.lanes["ultravox"]
+            scheduler.reconfigure({"ultravox": Lane(provider=provider, policy=lane.policy,
+                                                    concurrency=2, rate_limit=1000.0)})
+            await wait_until(lambda: scheduler.stats.in_flight["ultravox"] <= 2)
+            lowered = True
+            start = provider.polls
+            await wait_until(lambda: provider.polls >= start + 20)
+            scheduler.stop()
+        tg.cancel_scope.cancel()
+    assert 1 <= peak_after <= 2
+
+
+class Slow(Scripted):
+    """Takes 20 ms per poll, so the slots fill up."""
+
+    async def fetch_call(self, call_id: str) -> PollResult:
+        await anyio.sleep(0.02)
+        return await super().fetch_call(call_id)

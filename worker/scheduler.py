@@ -81,6 +81,7 @@ class Scheduler:
         self._buckets = {name: TokenBucket(lane.rate_limit) for name, lane in lanes.items()}
         self._wakeups = {name: anyio.Event() for name in lanes}
         self._held: Counter[str] = Counter()  # provider -> claimed calls not yet committed
+        self._slot_freed: dict[str, anyio.Event] = {}  # set by a poll that ends (see _poller)
         self._stopping = False
         self._listeners: list[Callable[[], None]] = []
         self.stats = SchedulerStats()
@@ -187,6 +188,10 @@ class Scheduler:
                       send: MemoryObjectSendStream[PollApplied]) -> None:
         async with claimed, send:
             async for call in claimed:
+                # More pollers than slots only after a SIGHUP lowered the concurrency (pollers
+                # are never stopped): the extra ones wait here, holding their leased call.
+                while self.stats.in_flight[name] >= self._lanes[name].concurrency:
+                    await self._slot_freed.setdefault(name, anyio.Event()).wait()
                 self.stats.queued[name] -= 1
                 self.stats.in_flight[name] += 1
                 await self._poll(name, call, send)
@@ -237,6 +242,8 @@ class Scheduler:
         finally:
             self.stats.in_flight[name] -= 1
             self._held[name] -= 1
+            if (freed := self._slot_freed.pop(name, None)) is not None:
+                freed.set()
             # Only a full lane waits for room; one with room sleeps until its next call is
             # due. Woken when half its queue has gone to the pollers: one claim then refills
             # many, and a wake-up after every poll would cost a claim each time.
