@@ -80,7 +80,6 @@ class Scheduler:
         self._idle_wait = idle_wait
         self._buckets = {name: TokenBucket(lane.rate_limit) for name, lane in lanes.items()}
         self._wakeups = {name: anyio.Event() for name in lanes}
-        self._held: Counter[str] = Counter()  # provider -> claimed calls not yet committed
         self._slot_freed: dict[str, anyio.Event] = {}  # set by a poll that ends (see _poller)
         self._stopping = False
         self._listeners: list[Callable[[], None]] = []
@@ -166,7 +165,6 @@ class Scheduler:
                         log.exception("store.claim_failed", provider=name)
                         await anyio.sleep(1.0)
                         continue
-                self._held[name] += len(claimed)
                 self.stats.queued[name] += len(claimed)
                 for call in claimed:
                     calls.send_nowait(call)
@@ -182,7 +180,8 @@ class Scheduler:
         claim, which under load waits its turn for the one database connection (~100 ms
         measured at saturation, when most slots sat empty); see docs/benchmarks.md.
         """
-        return 2 * self._lanes[name].concurrency - self._held[name]
+        stats = self.stats
+        return 2 * self._lanes[name].concurrency - stats.queued[name] - stats.in_flight[name]
 
     async def _poller(self, name: str, claimed: MemoryObjectReceiveStream[TrackedCall],
                       send: MemoryObjectSendStream[PollApplied]) -> None:
@@ -241,7 +240,6 @@ class Scheduler:
                 await send.send(applied)
         finally:
             self.stats.in_flight[name] -= 1
-            self._held[name] -= 1
             if (freed := self._slot_freed.pop(name, None)) is not None:
                 freed.set()
             # Only a full lane waits for room; one with room sleeps until its next call is
