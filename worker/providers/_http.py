@@ -227,10 +227,9 @@ async def _read_capped(resp: httpx.Response) -> tuple[bytes, bool]:
     return b"".join(chunks), False
 
 
-def _classify(reply: Reply, path: str, log: FilteringBoundLogger) -> Reply | NotFound | PollFailed:
+def _classify(reply: Reply, path: str, log: FilteringBoundLogger) -> NotFound | PollFailed:
+    """What a 4xx/5xx reply means for the poll (``request`` returns the others as they are)."""
     status = reply.status
-    if status < 400:
-        return reply
     if status in (404, 410):
         return NotFound()
     if status in (401, 403):
