@@ -62,9 +62,7 @@ class MemoryStore:
 
     async def apply_poll_results(self, items: Sequence[PollApplied], now: float) -> None:
         await anyio.lowlevel.checkpoint()
-        writes = rows.decision_writes(
-            [(item.decision.call, item.decision.events, item.result) for item in items], now)
-        rows.call_updates(writes.calls)
+        rows.call_updates(rows.poll_writes(items, now).calls)
         for item in items:
             self._due[item.decision.call.provider].append(item.decision.call)
         self.committed += len(items)
@@ -88,19 +86,16 @@ class LoopThreadStore:
         await anyio.lowlevel.checkpoint()
         claimed, recordings = jobs.claim_due(self._db, provider, now=now, owner=self._owner,
                                              until=now + LEASE_SECONDS, limit=limit)
-        return sorted(rows.calls_from_values(claimed, recordings), key=lambda c: c.next_poll_at)
+        return rows.calls_from_values(claimed, recordings)
 
     async def next_due_at(self, provider: str) -> float | None:
         await anyio.lowlevel.checkpoint()
-        row = self._db.execute(
-            "SELECT MIN(next_poll_at) FROM calls WHERE provider = ? "
-            "AND next_poll_at IS NOT NULL AND lease_until IS NULL", (provider,)).fetchone()
+        row = self._db.execute(rows.NEXT_DUE, (provider,)).fetchone()
         return row[0] if row and row[0] is not None else None
 
     async def apply_poll_results(self, items: Sequence[PollApplied], now: float) -> None:
         await anyio.lowlevel.checkpoint()
-        writes = rows.decision_writes(
-            [(item.decision.call, item.decision.events, item.result) for item in items], now)
+        writes = rows.poll_writes(items, now)
         jobs.write_decisions(self._db, writes, rows.call_updates(writes.calls))
         self.committed += len(items)
 

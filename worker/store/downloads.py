@@ -56,7 +56,7 @@ class DownloadMixin:
         async def _recordings_of(self, db: aiosqlite.Connection,
                                  pks: list[int]) -> dict[int, list[Any]]: ...
 
-        async def _apply_writes(self, db: aiosqlite.Connection, writes: rows.Writes) -> None: ...
+        async def _apply_writes(self, writes: rows.Writes) -> None: ...
 
     async def claim_due_downloads(self, providers: list[str], now: float,
                                   limit: int) -> list[DownloadJob]:
@@ -116,7 +116,7 @@ class DownloadMixin:
                 call = rows.call_from_row(found[0], recordings.get(job.call_pk, ()))
                 decision = on_archive(call, job.recording_id, outcome, now, policy)
                 if decision.events:
-                    await self._apply_writes(db, rows.decision_writes(
+                    await self._apply_writes(rows.decision_writes(
                         [(decision.call, decision.events, None)], now))
             reason = outcome.reason if isinstance(outcome, ArchiveFailed) else None
             await db.execute(

@@ -47,7 +47,8 @@ _HELD = _AS_JSON.format(rows="SELECT * FROM calls WHERE pk IN (SELECT value FROM
                              "AND lease_owner = ? AND lease_until = ?")
 _LEASE = ("UPDATE calls SET lease_owner = ?, lease_until = ? "
           f"WHERE pk IN (SELECT value FROM json_each(?)) AND {_FREE}")
-_RECORDINGS = (
+# The recordings of the calls whose pks are the JSON array bound to it, each call's in order.
+RECORDINGS_OF = (
     f"SELECT {rows.RECORDING_COLUMNS} FROM recordings "
     f"WHERE call_pk IN (SELECT value FROM json_each(?)) "
     f"ORDER BY call_pk, first_seen_at, recording_id"
@@ -111,7 +112,7 @@ def lease(db: sqlite3.Connection, calls: list[list[Any]], *, now: float, owner: 
     with_recordings = [call[0] for call in calls if call[-1]]
     if not with_recordings:
         return calls, []
-    return calls, db.execute(_RECORDINGS, (json.dumps(with_recordings),)).fetchall()
+    return calls, db.execute(RECORDINGS_OF, (json.dumps(with_recordings),)).fetchall()
 
 
 def write_decisions(db: sqlite3.Connection, writes: rows.Writes,

@@ -7,7 +7,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.events import body, event_id
 from worker.model import (
@@ -20,6 +20,9 @@ from worker.model import (
     Terminal,
     TrackedCall,
 )
+
+if TYPE_CHECKING:
+    from worker.store.base import PollApplied
 
 CALL_COLUMNS = (
     "pk, provider, call_id, status, provider_status, started_at, ended_at, end_reason, "
@@ -71,19 +74,26 @@ def call_from_row(row: Sequence[Any], recordings: Iterable[RecordingState] = ()
 
 def calls_from_values(claimed: Iterable[list[Any]], recording_rows: Iterable[sqlite3.Row]
                       ) -> list[TrackedCall]:
-    """The calls of a claim (``store/jobs.py``): rows of ``CALL_COLUMNS`` values, each REAL as
-    quote()d text, each row ending with whether the call has recordings; and the recordings
-    of those that have some."""
-    recordings: dict[int, list[RecordingState]] = {}
-    for row in recording_rows:
-        recordings.setdefault(row["call_pk"], []).append(recording_from_row(row))
+    """The calls of a claim (``store/jobs.py``), earliest due first: rows of ``CALL_COLUMNS``
+    values, each REAL as quote()d text, each row ending with whether the call has
+    recordings; and the recordings of those that have some."""
+    recordings = recordings_by_call(recording_rows)
     calls = []
     for values in claimed:
         for i in REAL_CALL_POSITIONS:
             value = values[i]
             values[i] = None if value == "NULL" else float(value)
         calls.append(call_from_row(values, recordings.get(values[0], ())))
+    calls.sort(key=lambda c: c.next_poll_at)
     return calls
+
+
+def recordings_by_call(recording_rows: Iterable[sqlite3.Row]) -> dict[int, list[RecordingState]]:
+    """Rows of ``RECORDING_COLUMNS`` grouped by call, each call's in the rows' order."""
+    found: dict[int, list[RecordingState]] = {}
+    for row in recording_rows:
+        found.setdefault(row["call_pk"], []).append(recording_from_row(row))
+    return found
 
 
 def recording_from_row(row: sqlite3.Row) -> RecordingState:
@@ -185,6 +195,11 @@ EVENT_INSERT = ("INSERT INTO events (id, call_pk, type, key, occurred_at, body) 
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
 
 
+# The next due time of one provider's calls that nobody holds.
+NEXT_DUE = ("SELECT MIN(next_poll_at) FROM calls WHERE provider = ? "
+            "AND next_poll_at IS NOT NULL AND lease_until IS NULL")
+
+
 @dataclass(frozen=True, slots=True)
 class Writes:
     """The parameters of everything one batch of decisions writes, built outside any lock."""
@@ -208,6 +223,12 @@ def decision_writes(decisions: Iterable[tuple[TrackedCall, Sequence[Event], Poll
              event.key, event.occurred_at, body(event))
             for event in events)
     return writes
+
+
+def poll_writes(items: Iterable[PollApplied], now: float) -> Writes:
+    """``decision_writes`` for the scheduler's poll results."""
+    return decision_writes([(item.decision.call, item.decision.events, item.result)
+                            for item in items], now)
 
 
 def recording_params(call_pk: int, rec: RecordingState) -> dict[str, Any]:

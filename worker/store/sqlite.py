@@ -17,7 +17,6 @@ import os
 import socket
 import sqlite3
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -174,9 +173,7 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
         claimed, recordings = await self._job(
             jobs.claim_due, provider, now=now, owner=self.owner, until=now + LEASE_SECONDS,
             limit=limit)
-        calls = rows.calls_from_values(claimed, recordings)
-        calls.sort(key=lambda c: c.next_poll_at)
-        return calls
+        return rows.calls_from_values(claimed, recordings)
 
     async def _job(self, work: Callable[Concatenate[sqlite3.Connection, P], T],
                    *args: P.args, **kwargs: P.kwargs) -> T:
@@ -197,24 +194,15 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
 
     async def _recordings_of(self, db: aiosqlite.Connection,
                              pks: Sequence[int]) -> dict[int, list[RecordingState]]:
-        found: dict[int, list[RecordingState]] = defaultdict(list)
-        for start in range(0, len(pks), 500):
-            chunk = pks[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in await db.execute_fetchall(
-                f"SELECT {rows.RECORDING_COLUMNS} FROM recordings "
-                f"WHERE call_pk IN ({marks}) ORDER BY first_seen_at, recording_id", chunk,
-            ):
-                found[row["call_pk"]].append(rows.recording_from_row(row))
-        return found
+        return rows.recordings_by_call(
+            await db.execute_fetchall(jobs.RECORDINGS_OF, (json.dumps(list(pks)),)))
 
     async def apply_poll_results(self, items: Sequence[PollApplied], now: float) -> None:
         if not items:
             return
         # Every parameter (event ids and bodies included) is built before the write lock is
         # taken: the transaction then holds the database only for the statements themselves.
-        writes = rows.decision_writes(
-            [(item.decision.call, item.decision.events, item.result) for item in items], now)
+        writes = rows.poll_writes(items, now)
         updates = rows.call_updates(writes.calls)
         if len(updates) == 1 and not writes.events and not writes.recordings:
             # One UPDATE is atomic on its own: a batch that changed nothing but call rows, as
@@ -223,14 +211,12 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
         else:
             await self._job(jobs.transaction, jobs.write_decisions, writes, updates)
 
-    async def _apply_writes(self, db: aiosqlite.Connection, writes: rows.Writes) -> None:
+    async def _apply_writes(self, writes: rows.Writes) -> None:
         """Write decisions inside a transaction the caller has open (it holds the lock)."""
         await self._unlocked_job(jobs.write_decisions, writes, rows.call_updates(writes.calls))
 
     async def next_due_at(self, provider: str) -> float | None:
-        row = await self._fetchone(
-            "SELECT MIN(next_poll_at) FROM calls WHERE provider = ? AND next_poll_at IS NOT NULL "
-            "AND lease_until IS NULL", (provider,))
+        row = await self._fetchone(rows.NEXT_DUE, (provider,))
         return row[0] if row and row[0] is not None else None
 
     async def make_due(self, provider: str, call_id: str, now: float) -> bool:
