@@ -11,8 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import anyio
-
+from tests.components import started
 from worker.api.server import ApiServer
 from worker.config import Config, parse
 from worker.scheduler import SchedulerStats
@@ -88,10 +87,5 @@ def ultravox_headers(body: bytes, *secrets: str, at: datetime | None = None,
 @asynccontextmanager
 async def serving(runtime: TestRuntime, listen: str) -> AsyncIterator[ApiServer]:
     """The API listening on ``listen`` until the block ends."""
-    api = ApiServer(runtime, listen=listen)
-    async with anyio.create_task_group() as tg:
-        await tg.start(api.run)
-        try:
-            yield api
-        finally:
-            api.stop()
+    async with started(ApiServer(runtime, listen=listen)) as api:
+        yield api

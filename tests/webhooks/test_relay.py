@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.components import started
 from tests.e2e.harness import wait_until
 from tests.webhooks.support import SECRET, SECRET_2, at, emit, hook, make_config, to, verify
 from worker.config import Config
@@ -42,13 +43,8 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 @asynccontextmanager
 async def running(config: Config, store: SQLiteStore) -> AsyncIterator[Relay]:
     """The relay as the daemon runs it, stopped (draining) when the block ends."""
-    relay = Relay(config, store, idle_wait=0.2)
-    async with anyio.create_task_group() as tg:
-        await tg.start(relay.run)
-        try:
-            yield relay
-        finally:
-            relay.stop()
+    async with started(Relay(config, store, idle_wait=0.2)) as relay:
+        yield relay
 
 
 async def send(store: SQLiteStore, relay: Relay, call_id: str,
