@@ -27,7 +27,7 @@ from worker.store import jobs, rows
 from worker.store.base import Counts, NewCall, PollApplied, StoredEvent, StoreHealth
 from worker.store.deliveries import SQLiteDeliveries
 from worker.store.downloads import SQLiteDownloads
-from worker.store.errors import StoreError
+from worker.store.errors import PermanentStoreError, StoreError
 from worker.store.planning import dead_owners, owner_is_dead, worker_identity
 from worker.store.sqlite_db import BUSY_TIMEOUT_MS, SCHEMA_VERSION, SQLiteDatabase, migrations
 from worker.webhooks.base import (
@@ -110,6 +110,22 @@ class SQLiteStore:
                                           [_track_params(call, now) for call, now in calls])
             return cursor.rowcount
 
+    async def extend_call_leases(self, now: float) -> int:
+        async with self.db.transaction() as db:
+            cursor = await db.execute(
+                "UPDATE calls SET lease_until = ? "
+                "WHERE lease_owner = ? AND lease_until IS NOT NULL",
+                (now + self._lease_seconds, self.owner))
+            return cursor.rowcount
+
+    async def set_aside(self, provider: str, call_id: str, reason: str, now: float) -> bool:
+        async with self.db.transaction() as db:
+            cursor = await db.execute(
+                "UPDATE calls SET set_aside_reason = ?, set_aside_at = ?, next_poll_at = NULL, "
+                "lease_owner = NULL, lease_until = NULL WHERE provider = ? AND call_id = ?",
+                (reason[:500], now, provider, call_id))
+            return cursor.rowcount == 1
+
     async def claim_due_calls(self, provider: str, now: float, limit: int) -> list[TrackedCall]:
         if limit <= 0:
             return []
@@ -126,8 +142,14 @@ class SQLiteStore:
             return
         # Every parameter (event ids and bodies included) is built before the write lock is
         # taken: the transaction then holds the database only for the statements themselves.
-        writes = rows.poll_writes(items, now)
-        updates = rows.call_updates(writes.calls)
+        try:
+            writes = rows.poll_writes(items, now)
+            updates = rows.call_updates(writes.calls)
+        except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+            # Data that cannot be encoded (metadata nested too deep, a value JSON cannot
+            # hold): the same every time, so permanent; ``retry.write_isolating`` finds the
+            # call it belongs to.
+            raise PermanentStoreError(f"cannot encode poll results: {exc!r}"[:300]) from exc
         if len(updates) == 1 and not writes.events and not writes.recordings:
             # One UPDATE is atomic on its own: a batch that changed nothing but call rows, as
             # most do, needs no BEGIN/COMMIT.
@@ -186,8 +208,7 @@ class SQLiteStore:
             by_state = {
                 (r[0], r[1]): r[2]
                 for r in await db.execute_fetchall(
-                    "SELECT provider, COALESCE(terminal, status), COUNT(*) FROM calls "
-                    "GROUP BY provider, COALESCE(terminal, status)")
+                    f"SELECT provider, {_STATE}, COUNT(*) FROM calls GROUP BY provider, {_STATE}")
             }
             # Events are never deleted, so the last seq is their number: no scan of the outbox.
             [(events,)] = await db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) FROM events")
@@ -319,6 +340,11 @@ class SQLiteStore:
 
     async def download_info(self, provider: str, call_id: str) -> dict[str, DownloadInfo]:
         return await self.downloads.download_info(provider, call_id)
+
+
+# A call's state for ``counts``: its terminal kind, else set aside, else its status.
+_STATE = ("COALESCE(terminal, CASE WHEN set_aside_reason IS NOT NULL THEN 'set_aside' END, "
+          "status)")
 
 
 def _track_params(call: NewCall, now: float) -> tuple[Any, ...]:
