@@ -135,7 +135,13 @@ class SQLiteStore:
         claimed, recordings = await self.db.job(
             jobs.claim_due, provider, now=now, owner=self.owner, until=now + self._lease_seconds,
             limit=limit)
-        return rows.calls_from_values(claimed, recordings)
+        unreadable: list[tuple[str, str, str]] = []
+        calls = rows.calls_from_values(claimed, recordings, unreadable)
+        for bad_provider, call_id, why in unreadable:
+            log.error("store.call_set_aside", provider=bad_provider, call_id=call_id, error=why,
+                      hint="the call cannot be read back; it is no longer polled")
+            await self.set_aside(bad_provider, call_id, f"cannot read the call: {why}", now)
+        return calls
 
     async def apply_poll_results(self, items: Sequence[PollApplied], now: float) -> None:
         if not items:
@@ -348,8 +354,12 @@ _STATE = ("COALESCE(terminal, CASE WHEN set_aside_reason IS NOT NULL THEN 'set_a
 
 
 def _track_params(call: NewCall, now: float) -> tuple[Any, ...]:
-    return (call.provider, call.call_id, json.dumps(dict(call.metadata)), call.webhook_url,
-            now, now, now)
+    try:
+        metadata = json.dumps(dict(call.metadata))
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise PermanentStoreError(f"cannot store the metadata of {call.provider} "
+                                  f"{call.call_id}: {exc!r}"[:300]) from exc
+    return (call.provider, call.call_id, metadata, call.webhook_url, now, now, now)
 
 
 def _event(row: sqlite3.Row) -> StoredEvent:
