@@ -138,3 +138,18 @@ def calls_with_recordings(db: sqlite3.Connection, where: str,
     pks = [row[0] for row in found]
     recordings = rows.recordings_by_call(db.execute(RECORDINGS_OF, (json.dumps(pks),)).fetchall())
     return [rows.call_from_row(row, recordings.get(row[0], ())) for row in found]
+
+
+def write_probe(db: sqlite3.Connection) -> None:
+    """Take the write lock and change page 1 in memory, then roll back: fails with
+    SQLITE_READONLY (or BUSY, FULL...) when the database refuses writes, writes nothing.
+
+    ``BEGIN IMMEDIATE`` alone succeeds on a read-only file; the header write does not.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        db.execute(f"PRAGMA user_version = {version}")
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
