@@ -128,3 +128,23 @@ def test_the_write_probe_fails_on_a_database_that_refuses_writes(tmp_path: Path)
         assert not read_only.in_transaction
     finally:
         read_only.close()
+
+
+async def test_a_call_whose_metadata_cannot_be_read_is_still_listed(tmp_path: Path) -> None:
+    """``status`` lists every call even when one's metadata is nested past what JSON reads;
+    that call is set aside at its claim while the others are claimed."""
+    path = tmp_path / "callwatch.db"
+    store = await open_store(path)
+    try:
+        await tracked(store, "bad", "good")
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE calls SET metadata = ? WHERE call_id = 'bad'",
+                         ('{"a":' * 5000 + "{}" + "}" * 5000,))
+        listed = {c.call_id: c for c in await store.list_calls(limit=10, include_terminal=True)}
+        assert set(listed) == {"bad", "good"}
+        assert listed["bad"].metadata == jobs.UNREADABLE_METADATA
+        claimed = await store.claim_due_calls("envoy", T0, 10)
+        assert [c.call_id for c in claimed] == ["good"]
+        assert (await store.counts()).calls_by_state[("envoy", "set_aside")] == 1
+    finally:
+        await store.close()
