@@ -121,7 +121,28 @@ async def test_unusable_recording_entries_are_skipped_with_a_warning() -> None:
         result = await fetch({CALL: call(recordings=recs)})
     assert isinstance(result, Snapshot)
     assert result.recordings == (RecordingSnapshot(id="ok", status=RecordingStatus.FAILED),)
-    assert [log["event"] for log in logs] == ["provider.bad_recording"] * 4
+    assert [(log["event"], log["without_id"], log["duplicates"]) for log in logs] == [
+        ("provider.bad_recording", 3, 1)]  # one line per reply, however many entries
+
+
+async def test_recordings_are_parsed_only_up_to_one_past_the_cap() -> None:
+    """15,000 listed recordings: the adapter builds cap + 1 of them and says how many there were."""
+    recs = [{"id": f"r{i}", "status": "processing"} for i in range(15_000)]
+    with capture_logs() as logs:
+        result = await fetch({CALL: call(recordings=recs)})
+    assert isinstance(result, Snapshot)
+    assert [r.id for r in result.recordings] == [f"r{i}" for i in range(101)]
+    assert [(log["event"], log["listed"]) for log in logs] == [
+        ("provider.too_many_recordings", 15_000)]
+
+
+async def test_thousands_of_bad_participants_log_once() -> None:
+    """A reply with thousands of malformed participants logs one warning line, not thousands."""
+    with capture_logs() as logs:
+        result = await fetch({CALL: call(participants=["x"] * 5000)})
+    assert isinstance(result, Snapshot)
+    assert [log["event"] for log in logs] == ["provider.too_many_participants",
+                                              "provider.bad_field"]
 
 
 async def test_unknown_recording_status_is_processing() -> None:
