@@ -6,6 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from tests.providers.support import APIFY_ID, WIDGET_KEY, Routes, load, provider
@@ -19,6 +22,7 @@ from worker.model import (
     RecordingStatus,
     Snapshot,
 )
+from worker.providers.apifycloud import _recordings
 from worker.signed_urls import parse_timestamp
 
 pytestmark = pytest.mark.anyio
@@ -230,3 +234,16 @@ async def test_call_ids_are_uuids() -> None:
         assert apify.validate_call_id("room-1") is not None
         assert await apify.fetch_call("room-1") == NotFound()
     assert routes.requests == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries=st.lists(st.one_of(
+    st.builds(lambda i: {"id": f"r{i}", "status": "processing"}, st.integers(0, 30)),
+    st.just({"status": "available"}), st.just("junk"), st.none()), max_size=80),
+    limit=st.integers(1, 20))
+def test_recordings_stop_one_past_the_limit(entries: list[Any], limit: int) -> None:
+    """The parsed list is the first distinct ids in order, never more than limit + 1 of them."""
+    distinct = list(dict.fromkeys(e["id"] for e in entries if isinstance(e, dict) and "id" in e))
+    with capture_logs():
+        parsed = _recordings(entries, structlog.get_logger(), limit)
+    assert [r.id for r in parsed] == distinct[:limit + 1]
