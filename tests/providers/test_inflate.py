@@ -135,3 +135,11 @@ async def test_read_capped_is_exact(data: bytes, scheme: str, cap: int, chunk: i
         assert (body, too_large) == (data, False)
     else:
         assert (body, too_large) == (data[:cap + 1], True)
+
+
+@pytest.mark.anyio
+async def test_thousands_of_empty_gzip_members_are_refused() -> None:
+    """A body of 50,000 empty gzip members is refused, not recursed into or spun on."""
+    body = gzip.compress(b"") * 50_000
+    with pytest.raises(zlib.error):
+        await _inflate.read_capped(_chunks(body, 65536), "gzip", _http.MAX_BODY)

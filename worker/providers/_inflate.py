@@ -21,6 +21,7 @@ ACCEPT_ENCODING = "gzip, deflate"
 _GZIP_WBITS = zlib.MAX_WBITS | 16
 _ZLIB_WBITS = zlib.MAX_WBITS
 _RAW_DEFLATE_WBITS = -zlib.MAX_WBITS
+MAX_GZIP_MEMBERS = 64  # a real reply has one; each member costs a new decompressor
 
 
 class UnsupportedEncodingError(Exception):
@@ -36,6 +37,7 @@ class _Inflater:
         # the first two bytes tell which, so they are held until both are here.
         self._head: bytes | None = None if self._gzip else b""
         self._zobj = zlib.decompressobj(_GZIP_WBITS)
+        self._members = 1
 
     def feed(self, data: bytes, room: int) -> bytes:
         """Up to ``room`` (>= 1) decoded bytes from ``data``, after what an earlier call held."""
@@ -47,12 +49,17 @@ class _Inflater:
             self._head = None
             wrapped = data[0] & 0x0F == 8 and int.from_bytes(data[:2], "big") % 31 == 0
             self._zobj = zlib.decompressobj(_ZLIB_WBITS if wrapped else _RAW_DEFLATE_WBITS)
-        out = self._zobj.decompress(data, room)
-        if self._gzip and self._zobj.eof and self._zobj.unused_data and len(out) < room:
+        out = [self._zobj.decompress(data, room)]
+        got = len(out[0])
+        while self._gzip and self._zobj.eof and self._zobj.unused_data and got < room:
+            self._members += 1
+            if self._members > MAX_GZIP_MEMBERS:  # thousands of empty members: CPU, no data
+                raise zlib.error(f"more than {MAX_GZIP_MEMBERS} gzip members")
             rest = self._zobj.unused_data
             self._zobj = zlib.decompressobj(_GZIP_WBITS)  # the next gzip member
-            out += self.feed(rest, room - len(out))
-        return out
+            out.append(self._zobj.decompress(rest, room - got))
+            got += len(out[-1])
+        return b"".join(out)
 
     @property
     def pending(self) -> bytes:
