@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -143,3 +144,36 @@ async def test_thousands_of_empty_gzip_members_are_refused() -> None:
     body = gzip.compress(b"") * 50_000
     with pytest.raises(zlib.error):
         await _inflate.read_capped(_chunks(body, 65536), "gzip", _http.MAX_BODY)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("body", [
+    b"[" + b"0," * 600_000 + b"0]",  # a million tiny values: json.loads would take ~300 ms
+    b'{"ok":true,"data":{"recordings":[' + b'{"id":"x"},' * 150_000 + b"{}]}}",
+])
+async def test_replies_with_too_many_json_values_are_not_parsed(body: bytes) -> None:
+    """A reply under the byte cap but with more than MAX_JSON_VALUES values is refused unparsed."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=httpx.ByteStream(body))
+
+    with capture_logs() as logs:
+        result = await _get_json(handler)
+    assert isinstance(result, PollFailed)
+    assert "JSON values" in result.message
+    assert [log["event"] for log in logs] == ["provider.unparseable"]
+
+
+@given(value=st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=3), inner,
+                                                                max_size=5), max_leaves=60))
+def test_json_values_is_an_upper_bound(value: Any) -> None:
+    """The cheap count is never below the number of values json.loads builds (bar the root)."""
+
+    def count(node: Any) -> int:
+        children = node.values() if isinstance(node, dict) else node if isinstance(
+            node, list) else []
+        return 1 + sum(count(child) for child in children)
+
+    assert _http.json_values(json.dumps(value).encode()) >= count(value) - 1
