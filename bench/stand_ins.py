@@ -127,3 +127,6 @@ class InstantProvider:
     async def recording_source(self, call_id: str, recording_id: str
                                ) -> DownloadSource | NotFound | PollFailed:
         return NotFound()
+
+    def download_headers(self, url: str) -> dict[str, str]:
+        return {}

@@ -965,3 +965,31 @@ def test_commands_without_providers_need_no_secrets(tmp_path: Path) -> None:
     bad.write_text('[providers.ultravox]\napi_key_env = "whsec_pasted"\n')
     with pytest.raises(ConfigError, match="api_key_env"):
         load(bad, environ={}, resolve_secrets=False)
+
+
+@pytest.mark.parametrize(("written", "fragment"), [
+    ("0", "must be 1 to 10000"), ("10001", "must be 1 to 10000"), ("2.5", "must be an integer"),
+    ("true", "must be an integer"), ('"100"', "must be an integer"),
+])
+def test_max_recordings_per_call_must_be_a_sane_count(
+    tmp_path: Path, written: str, fragment: str
+) -> None:
+    """max_recordings_per_call is a count from 1 to 10000; anything else names the key."""
+    path = write(tmp_path, f"[tracking]\nmax_recordings_per_call = {written}\n" + BASE)
+    assert_one_problem(problems_of(path), path, "tracking.max_recordings_per_call", fragment)
+
+
+def test_max_recordings_per_call_per_provider(tmp_path: Path) -> None:
+    """Set under [tracking] it applies to all; under [providers.X] to that provider only."""
+    text = """
+    [tracking]
+    max_recordings_per_call = 7
+    [providers.apifycloud]
+    max_recordings_per_call = 3
+    [providers.ultravox]
+    api_key_env = "ULTRAVOX_API_KEY"
+    """
+    config = load(write(tmp_path, text), environ=ENVIRON)
+    assert config.tracking.max_recordings_per_call == 7
+    assert config.providers["ultravox"].tracking.max_recordings_per_call == 7
+    assert config.providers["apifycloud"].tracking.max_recordings_per_call == 3

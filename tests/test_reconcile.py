@@ -22,7 +22,16 @@ from worker.model import (
     Terminal,
     TrackedCall,
 )
-from worker.reconcile import Archived, ArchiveFailed, Decision, Policy, on_archive, on_poll
+from worker.reconcile import (
+    ARCHIVE_WAIT_POLL,
+    TOO_MANY_RECORDINGS,
+    Archived,
+    ArchiveFailed,
+    Decision,
+    Policy,
+    on_archive,
+    on_poll,
+)
 
 T0 = 1_800_000_000.0
 TRACKING = TrackingConfig(poll_interval=10, pending_poll_interval=30, recording_poll_interval=5,
@@ -271,6 +280,7 @@ snapshots = st.builds(
     ended_at=st.none() | st.just(T0 + 1),
     recordings=st.lists(rec_snapshots, max_size=3, unique_by=lambda r: r.id).map(tuple),
     recording_expected=st.sampled_from([None, True, False]),
+    recording_unlikely=st.booleans(),
 )
 poll_results: st.SearchStrategy[PollResult] = st.one_of(
     snapshots,
@@ -296,7 +306,8 @@ policies = st.builds(
     Policy,
     tracking=st.builds(TrackingConfig, recording_grace=st.sampled_from([1.0, 200.0, 900.0]),
                        not_found_grace=st.sampled_from([1.0, 300.0]),
-                       max_tracking_age=st.sampled_from([500.0, 5000.0, 86400.0])),
+                       max_tracking_age=st.sampled_from([500.0, 5000.0, 86400.0]),
+                       max_recordings_per_call=st.sampled_from([1, 2, 100])),
     archiving=st.booleans(),
 )
 
@@ -318,6 +329,7 @@ def run_history(policy: Policy, history: list[tuple[float, object]]) -> tuple[Tr
             assert again.events == (), "the same poll applied twice emitted again"
         if call.terminal is not None:
             assert decision.events == () and decision.call == call
+        assert len(decision.call.recordings) <= policy.tracking.max_recordings_per_call
         if decision.call.terminal is None and not isinstance(step, ArchiveStep):
             assert decision.call.next_poll_at > now
         call = decision.call
@@ -371,3 +383,73 @@ def test_events_respect_causal_order(policy: Policy, history: list[tuple[float, 
                          RecordingStatus.ARCHIVED, RecordingStatus.ARCHIVE_FAILED})
         assert all(r.status in settled for r in call.recordings)
         assert call.status == CallStatus.ENDED
+
+
+# --------------------------------------------------------------------------- hostile replies
+
+
+@settings(max_examples=200, deadline=None)
+@given(limit=st.integers(1, 20), extra=st.integers(1, 200),
+       status=st.sampled_from(list(CallStatus)), archiving=st.booleans())
+def test_too_many_recordings_ends_in_one_tracking_failed(
+    limit: int, extra: int, status: CallStatus, archiving: bool
+) -> None:
+    """A reply listing more recordings than the cap: no recording event, one tracking_failed."""
+    tracking = TrackingConfig(max_recordings_per_call=limit)
+    recs = tuple(rec(f"r{i}", RecordingStatus.AVAILABLE) for i in range(limit + extra))
+    d = on_poll(new_call(), snap(status, *recs, started=T0, ended=T0 + 1), T0 + 2,
+                Policy(tracking=tracking, archiving=archiving))
+    assert not any(t.startswith("recording.") for t in types(d))
+    assert types(d)[-1] == "call.tracking_failed"
+    assert len(d.events) <= 3
+    assert d.call.terminal == Terminal.TRACKING_FAILED
+    assert d.call.recordings == ()
+    assert d.events[-1].data["reason"].startswith(TOO_MANY_RECORDINGS)
+
+
+def test_recordings_are_counted_across_polls() -> None:
+    """Ids that change from poll to poll still count: the call never holds more than the cap."""
+    policy = Policy(tracking=TrackingConfig(max_recordings_per_call=2), archiving=True)
+    d1 = on_poll(new_call(), snap(CallStatus.ENDED, rec("a", RecordingStatus.AVAILABLE),
+                                  rec("b", RecordingStatus.PROCESSING)), T0, policy)
+    d2 = on_poll(d1.call, snap(CallStatus.ENDED, rec("a", RecordingStatus.AVAILABLE),
+                               rec("b", RecordingStatus.AVAILABLE)), T0 + 5, policy)
+    assert types(d2) == ["recording.available"]
+    d3 = on_poll(d2.call, snap(CallStatus.ENDED, rec("c", RecordingStatus.AVAILABLE)), T0 + 10,
+                 policy)
+    assert types(d3) == ["call.tracking_failed"]
+    assert [r.id for r in d3.call.recordings] == ["a", "b"]
+
+
+def unlikely(ended: float) -> Snapshot:
+    return Snapshot(status=CallStatus.ENDED, provider_status="ended", ended_at=ended,
+                    recording_unlikely=True)
+
+
+def test_recording_unlikely_keeps_checking_with_back_off_until_grace() -> None:
+    """Recording disabled is a hint: checks thin out, and the call completes only after grace."""
+    call, now = new_call(), T0
+    gaps: list[float] = []
+    emitted: list[str] = []
+    while call.terminal is None:
+        d = on_poll(call, unlikely(T0), now, POLICY, jitter=0.5)
+        call = d.call
+        emitted.extend(str(e.type) for e in d.events)
+        if call.terminal is None:
+            gaps.append(call.next_poll_at - now)
+            now = call.next_poll_at
+    assert emitted == ["call.ended", "call.completed"]
+    assert now >= T0 + TRACKING.recording_grace
+    assert gaps[0] == TRACKING.recording_poll_interval
+    assert max(gaps) <= ARCHIVE_WAIT_POLL
+    assert gaps[:-1] == sorted(gaps[:-1]) and gaps[-2] > 4 * gaps[0]  # it backs off
+    assert len(gaps) < 20  # instead of 180 checks at recording_poll_interval
+
+
+def test_recording_found_despite_the_hint_is_kept() -> None:
+    """A recording that appears although recording was disabled is announced as usual."""
+    d1 = on_poll(new_call(), unlikely(T0), T0, POLICY)
+    assert types(d1) == ["call.ended"]
+    d2 = on_poll(d1.call, snap(CallStatus.ENDED, rec("r", RecordingStatus.AVAILABLE), ended=T0),
+                 T0 + 60, POLICY)
+    assert types(d2) == ["recording.available", "call.completed"]

@@ -50,6 +50,9 @@ class Scripted:
                                ) -> DownloadSource | NotFound | PollFailed:
         return NotFound()
 
+    def download_headers(self, url: str) -> dict[str, str]:
+        return {}
+
 
 def scheduler_for(store: SQLiteStore, provider: Scripted, concurrency: int = 4) -> Scheduler:
     lane = Lane(provider=provider, policy=Policy(tracking=FAST, archiving=False),

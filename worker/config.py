@@ -67,9 +67,15 @@ class TrackingConfig:
     recording_grace: float = 900.0
     not_found_grace: float = 300.0
     max_tracking_age: float = 86400.0
+    # A call listing more recordings than this ends in call.tracking_failed
+    # (too_many_recordings) instead of thousands of events: see docs/events.md.
+    max_recordings_per_call: int = 100
 
 
-TRACKING_KEYS = tuple(TrackingConfig.__dataclass_fields__)
+# The duration keys (seconds, int or float); max_recordings_per_call is a count.
+TRACKING_KEYS = tuple(k for k in TrackingConfig.__dataclass_fields__
+                      if k != "max_recordings_per_call")
+MAX_RECORDINGS_LIMIT = 10_000
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -147,7 +153,12 @@ EVENT_TYPE_NAMES = frozenset(
 
 
 def _tracking(section: Section, base: TrackingConfig) -> TrackingConfig:
-    values = {name: section.duration(name, getattr(base, name)) for name in TRACKING_KEYS}
+    values: dict[str, Any] = {name: section.duration(name, getattr(base, name))
+                              for name in TRACKING_KEYS}
+    values["max_recordings_per_call"] = section.get(
+        "max_recordings_per_call", int, base.max_recordings_per_call,
+        lambda v: None if 1 <= v <= MAX_RECORDINGS_LIMIT
+        else f"must be 1 to {MAX_RECORDINGS_LIMIT}")
     return TrackingConfig(**values)
 
 

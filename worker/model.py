@@ -97,9 +97,11 @@ class RecordingSnapshot:
 class Snapshot:
     """A call as the provider reports it right now, normalized.
 
-    ``recording_expected`` is the provider's hint: ``False`` when it says there is no audio
-    (an Ultravox call nobody joined, or one whose recording endpoint answered 404 after the
-    call ended with recording disabled), ``None`` when it does not say.
+    ``recording_expected`` is the provider's word: ``False`` when it says there is no audio
+    (an Ultravox call nobody joined, an Envoy status saying there is none), ``None`` when it
+    does not say. ``recording_unlikely`` is only a hint (an Ultravox call with recording
+    disabled whose ``/recording`` answers 404: a recording can exist anyway, PROVIDERS.md):
+    reconcile keeps checking until ``recording_grace``, less and less often.
     """
 
     status: CallStatus
@@ -109,6 +111,7 @@ class Snapshot:
     end_reason: str | None = None
     recordings: tuple[RecordingSnapshot, ...] = ()
     recording_expected: bool | None = None
+    recording_unlikely: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

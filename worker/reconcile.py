@@ -42,6 +42,9 @@ _ORDER = {CallStatus.PENDING: 0, CallStatus.LIVE: 1, CallStatus.ENDED: 2}
 ARCHIVE_WAIT_POLL = 300.0
 MAX_BACKOFF = 300.0
 JITTER = 0.1  # +-10 % on every interval, so calls tracked together spread out
+HINT_BACKOFF = 0.5  # recording probably off: wait half the time waited so far
+# How a call.tracking_failed ``reason`` starts when the provider listed too many recordings.
+TOO_MANY_RECORDINGS = "too_many_recordings"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -88,6 +91,9 @@ def on_poll(call: TrackedCall, result: PollResult, now: float, policy: Policy,
         case Snapshot():
             call = _apply_snapshot(call, result, now, policy, events)
             delay = _interval(call, policy)
+            if result.recording_unlikely and call.status == CallStatus.ENDED and (
+                    not call.recordings):
+                delay = _hint_backoff(call, now, policy)
         case NotFound():
             since = call.not_found_since if call.not_found_since is not None else now
             call = call.replace(not_found_since=since, consecutive_failures=0)
@@ -158,9 +164,30 @@ def _apply_snapshot(call: TrackedCall, snap: Snapshot, now: float, policy: Polic
     if status == CallStatus.ENDED and not call.ended_notified:
         call = call.replace(ended_notified=True)
         events.append(call_event(EventType.CALL_ENDED, call, now))
+    if (too_many := _too_many_recordings(call, snap, policy)) is not None:
+        call = call.replace(terminal=Terminal.TRACKING_FAILED, terminal_reason=too_many)
+        events.append(call_event(EventType.CALL_TRACKING_FAILED, call, now))
+        return call
     for rec_snap in snap.recordings:
         call = _merge_recording(call, rec_snap, now, events)
     return _maybe_complete(call, snap.recording_expected, now, policy, events)
+
+
+def _too_many_recordings(call: TrackedCall, snap: Snapshot, policy: Policy) -> str | None:
+    """Why the call cannot be tracked further, when it would hold more recordings than allowed.
+
+    Counted before any recording is merged, so a reply listing 15,000 of them costs one
+    ``call.tracking_failed`` rather than 15,000 events (adapters stop parsing at the cap + 1).
+    """
+    limit = policy.tracking.max_recordings_per_call
+    if len(snap.recordings) + len(call.recordings) <= limit:
+        return None  # the common case: no set built
+    ids = {rec.id for rec in call.recordings}
+    ids.update(rec.id for rec in snap.recordings)
+    if len(ids) <= limit:
+        return None
+    return (f"{TOO_MANY_RECORDINGS}: the provider lists more than {limit} recordings "
+            f"(max_recordings_per_call)")
 
 
 def _merge_recording(call: TrackedCall, snap: RecordingSnapshot, now: float,
@@ -243,6 +270,20 @@ def _interval(call: TrackedCall, policy: Policy) -> float:
         # Everything is ready at the provider; only our archiver is still at work.
         return max(ARCHIVE_WAIT_POLL, tracking.recording_poll_interval)
     return tracking.recording_poll_interval
+
+
+def _hint_backoff(call: TrackedCall, now: float, policy: Policy) -> float:
+    """Recording probably off: check again later and later, the last check at the grace's end.
+
+    Half the time waited since the end, at least ``recording_poll_interval`` and at most
+    ``ARCHIVE_WAIT_POLL``: about a dozen checks in the default 900 s instead of 180.
+    """
+    tracking = policy.tracking
+    ended_at = call.ended_at if call.ended_at is not None else now
+    grace_end = max(ended_at, call.tracked_at) + tracking.recording_grace
+    delay = min(max(tracking.recording_poll_interval, HINT_BACKOFF * (now - ended_at)),
+                ARCHIVE_WAIT_POLL)
+    return min(delay, max(grace_end - now, tracking.recording_poll_interval))
 
 
 def _backoff(failure: PollFailed, failures: int) -> float:

@@ -6,6 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from tests.providers.support import APIFY_ID, WIDGET_KEY, Routes, load, provider
@@ -19,6 +22,7 @@ from worker.model import (
     RecordingStatus,
     Snapshot,
 )
+from worker.providers.apifycloud import _recordings
 from worker.signed_urls import parse_timestamp
 
 pytestmark = pytest.mark.anyio
@@ -121,7 +125,28 @@ async def test_unusable_recording_entries_are_skipped_with_a_warning() -> None:
         result = await fetch({CALL: call(recordings=recs)})
     assert isinstance(result, Snapshot)
     assert result.recordings == (RecordingSnapshot(id="ok", status=RecordingStatus.FAILED),)
-    assert [log["event"] for log in logs] == ["provider.bad_recording"] * 4
+    assert [(log["event"], log["without_id"], log["duplicates"]) for log in logs] == [
+        ("provider.bad_recording", 3, 1)]  # one line per reply, however many entries
+
+
+async def test_recordings_are_parsed_only_up_to_one_past_the_cap() -> None:
+    """15,000 listed recordings: the adapter builds cap + 1 of them and says how many there were."""
+    recs = [{"id": f"r{i}", "status": "processing"} for i in range(15_000)]
+    with capture_logs() as logs:
+        result = await fetch({CALL: call(recordings=recs)})
+    assert isinstance(result, Snapshot)
+    assert [r.id for r in result.recordings] == [f"r{i}" for i in range(101)]
+    assert [(log["event"], log["listed"]) for log in logs] == [
+        ("provider.too_many_recordings", 15_000)]
+
+
+async def test_thousands_of_bad_participants_log_once() -> None:
+    """A reply with thousands of malformed participants logs one warning line, not thousands."""
+    with capture_logs() as logs:
+        result = await fetch({CALL: call(participants=["x"] * 5000)})
+    assert isinstance(result, Snapshot)
+    assert [log["event"] for log in logs] == ["provider.too_many_participants",
+                                              "provider.bad_field"]
 
 
 async def test_unknown_recording_status_is_processing() -> None:
@@ -209,3 +234,16 @@ async def test_call_ids_are_uuids() -> None:
         assert apify.validate_call_id("room-1") is not None
         assert await apify.fetch_call("room-1") == NotFound()
     assert routes.requests == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries=st.lists(st.one_of(
+    st.builds(lambda i: {"id": f"r{i}", "status": "processing"}, st.integers(0, 30)),
+    st.just({"status": "available"}), st.just("junk"), st.none()), max_size=80),
+    limit=st.integers(1, 20))
+def test_recordings_stop_one_past_the_limit(entries: list[Any], limit: int) -> None:
+    """The parsed list is the first distinct ids in order, never more than limit + 1 of them."""
+    distinct = list(dict.fromkeys(e["id"] for e in entries if isinstance(e, dict) and "id" in e))
+    with capture_logs():
+        parsed = _recordings(entries, structlog.get_logger(), limit)
+    assert [r.id for r in parsed] == distinct[:limit + 1]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+import zlib
 from typing import Any
 
 import httpx
@@ -10,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from tests.providers.support import CALL_IDS, CALL_PATHS, load, provider
+from tests.providers.support import CALL_IDS, CALL_PATHS, load, make_config, provider
 from worker.model import DownloadSource, NotFound, PollFailed, Snapshot
+from worker.providers import build_provider
 
 pytestmark = pytest.mark.anyio
 
@@ -67,6 +71,57 @@ async def test_adapters_never_raise(case: tuple[str, dict[str, httpx.Response]])
     routes = {path: answers["call"], path + "/recording": answers.get("recording", ok({}))}
     with capture_logs():  # keep hundreds of warnings off the terminal
         async with provider(name, routes) as adapter:
+            result = await adapter.fetch_call(CALL_IDS[name])
+            rec_id = "rec_1" if name == "apifycloud" else CALL_IDS[name]
+            source = await adapter.recording_source(CALL_IDS[name], rec_id)
+    assert isinstance(result, Snapshot | NotFound | PollFailed)
+    assert isinstance(source, DownloadSource | NotFound | PollFailed)
+
+
+def _wire(status: int, body: bytes, coding: str | None, ctype: str | None) -> httpx.Response:
+    """A reply as it comes off a socket: streamed, so the adapters decode it themselves."""
+    headers = {}
+    if coding is not None:
+        headers["Content-Encoding"] = coding
+        if coding == "gzip":
+            body = gzip.compress(body)
+        elif coding == "deflate":
+            body = zlib.compress(body)
+    if ctype is not None:
+        headers["Content-Type"] = ctype
+    return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body))
+
+
+JSONISH_BYTES = st.one_of(
+    st.binary(max_size=200),
+    JSON.map(lambda value: json.dumps(value).encode()),
+    st.builds(lambda okay, data: json.dumps({"ok": okay, "data": data}).encode(),
+              st.just(True) | JSON, APIFY_DATA | JSON),
+)
+Wire = tuple[int, bytes, str | None, str | None]
+WIRE: st.SearchStrategy[Wire] = st.tuples(
+    st.sampled_from([200, 200, 200, 201, 204, 301, 302, 400, 401, 404, 410, 429, 500, 503]),
+    JSONISH_BYTES,
+    st.sampled_from([None, "gzip", "deflate", "br", "identity", "gzip, deflate", ""]),
+    st.sampled_from([None, "application/json", "text/html", "audio/wav"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(CALL_IDS)), call=WIRE, recording=WIRE)
+async def test_adapters_never_raise_on_wire_replies(
+    name: str, call: Wire, recording: Wire
+) -> None:
+    """Any status, coding and bytes (compressed or not) give a value, never an exception."""
+    path = CALL_PATHS[name]
+    answers = {path: call, path + "/recording": recording}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return _wire(*answers[request.url.path])  # a fresh stream for every request
+
+    with capture_logs():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            adapter = build_provider(make_config(name), client)
             result = await adapter.fetch_call(CALL_IDS[name])
             rec_id = "rec_1" if name == "apifycloud" else CALL_IDS[name]
             source = await adapter.recording_source(CALL_IDS[name], rec_id)

@@ -121,16 +121,30 @@ async def test_direct_200_document_is_not_a_recording() -> None:
     assert [log["event"] for log in logs] == ["provider.unparseable"]
 
 
-@pytest.mark.parametrize(("enabled", "expected"), [(False, False), (True, None), (None, None)])
-async def test_recording_404(enabled: bool | None, expected: bool | None) -> None:
-    """A 404 from /recording: none expected when recording was disabled, else keep waiting."""
+@pytest.mark.parametrize(("enabled", "expected"), [(False, True), (True, False), (None, False)])
+async def test_recording_404(enabled: bool | None, expected: bool) -> None:
+    """A 404 from /recording never means "none": disabled only makes a recording unlikely."""
     routes = {CALL: call(recordingEnabled=enabled), RECORDING: httpx.Response(404)}
     async with provider("ultravox", routes) as uv:
         result = await uv.fetch_call(UUID_ID)
     assert isinstance(result, Snapshot)
     assert result.status is CallStatus.ENDED
     assert result.recordings == ()
-    assert result.recording_expected is expected
+    assert result.recording_expected is None
+    assert result.recording_unlikely is expected
+
+
+@pytest.mark.parametrize(("url", "keyed"), [
+    (BASE + RECORDING, True),
+    ("https://storage.googleapis.com/b/r.wav?X-Goog-Expires=300", False),
+    ("http://api.ultravox.ai" + RECORDING, False),  # another scheme is another origin
+    ("https://api.ultravox.ai.evil.example" + RECORDING, False),
+])
+async def test_download_headers_only_for_the_api_origin(url: str, keyed: bool) -> None:
+    """A download from the API itself carries the key; any other origin gets nothing."""
+    async with provider("ultravox", {}) as uv:
+        headers = uv.download_headers(url)
+    assert headers == ({"X-API-Key": API_KEY} if keyed else {})
 
 
 async def test_recording_endpoint_errors_fail_the_poll() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 
 import httpx
 import pytest
@@ -78,6 +79,24 @@ async def test_malformed_replies_truncated_html_and_array(
     assert html.text.startswith("<!DOCTYPE html>")
     assert isinstance(array.json(), list)
     assert array.json()[0]["ok"] is True
+
+
+@pytest.mark.anyio
+async def test_hostile_replies(sim: Simulator, world: World, client: httpx.AsyncClient) -> None:
+    """A gzip bomb is small on the wire and huge inflated; a flood lists `listed` recordings."""
+    call = world.add_call("apifycloud")
+    url = f"{sim.base_urls['apifycloud']}/api/calls/{call.call_id}"
+    faults = sim.faults["apifycloud"]
+    faults.add(Fault.GZIP_BOMB, count=1, inflated=8 * 1024 * 1024)
+    faults.add(Fault.MANY_RECORDINGS, count=1, listed=15_000)
+    async with client.stream("GET", url) as bomb:
+        raw = b"".join([chunk async for chunk in bomb.aiter_raw()])
+    assert bomb.headers["content-encoding"] == "gzip"
+    assert len(raw) < 64 * 1024
+    assert len(zlib.decompress(raw, zlib.MAX_WBITS | 16)) == 8 * 1024 * 1024
+    flood = (await client.get(url)).json()
+    assert flood["ok"] is True
+    assert len(flood["data"]["recordings"]) == 15_000
 
 
 @pytest.mark.anyio

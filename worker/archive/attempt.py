@@ -12,8 +12,8 @@ Links: the stored one (from the last poll or refresh) is used while it has more 
 provider's way. A 401/403 from storage means the link died under us: ask again, up to
 ``MAX_REFRESHES`` times per attempt, without spending attempts. A 404/410 on a link the
 provider just handed out means the file is gone. The stored link never carries headers: a
-link that needs our API key (Ultravox serving the bytes itself) answers 401 without it, and
-the refresh that follows brings the key along, for that origin only.
+link on the provider's own API (Ultravox serving the bytes itself) gets the provider's
+credentials from ``Provider.download_headers``, for that origin only.
 
 Adoption: before any link or byte, the attempt looks for a file already at one of the
 recording's final names (any extension). A file only ever gets a final name after a complete,
@@ -115,9 +115,10 @@ class Attempt:
         if adopted is not None:
             return adopted
         job, config = self.job, self.tools.config
+        # The stored link carries no headers; one on the provider's own API gets its key.
         source = None if job.url is None else DownloadSource(
-            url=job.url, expires_at=job.url_expires_at, content_type=job.content_type,
-            size=job.size)
+            url=job.url, headers=self.provider.download_headers(job.url),
+            expires_at=job.url_expires_at, content_type=job.content_type, size=job.size)
         fresh = False
         if source is None or needs_fresh_link(source, self.tools.clock(), config.refresh_margin):
             got = await self._refresh()

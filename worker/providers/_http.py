@@ -15,7 +15,8 @@ The mapping from what the wire did to what the scheduler sees::
 
 Redirects are never followed: a redirect target must not receive our credentials, and for
 Ultravox's ``/recording`` the redirect *is* the answer. Bodies are streamed and cut at
-``MAX_BODY``, so a 50 MB or endless reply costs at most that much memory.
+``MAX_BODY`` DECODED bytes (``_inflate`` inflates gzip/deflate under that bound), so a 50 MB,
+endless or gzip-bomb reply costs at most that much memory.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import email.utils
 import json
 import re
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -36,11 +38,16 @@ import stamina
 from structlog.typing import FilteringBoundLogger
 
 from worker.model import FailureKind, NotFound, PollFailed
+from worker.providers import _inflate
 from worker.providers._fields import UnparseableError
 
 T = TypeVar("T")
 
 MAX_BODY = 2 * 1024 * 1024
+# json.loads runs on the event loop and cannot yield: 2 MiB of tiny objects (~150,000) takes
+# about 250 ms of one core. 100,000 values bound it under 100 ms; a real call object has a few
+# hundred, and a 15,000-recording flood (~60,000) still parses, so it can end the call clearly.
+MAX_JSON_VALUES = 100_000
 MAX_RETRY_AFTER = 600.0
 # Wall-clock cap on one attempt: the client's timeouts bound each read, not a reply that
 # trickles in one byte at a time.
@@ -122,6 +129,9 @@ def _json_object(
     if reply.too_large:
         return unparseable(log, f"reply larger than {MAX_BODY} bytes", _path(url), reply.body,
                            headers)
+    if len(reply.body) > 2 * MAX_JSON_VALUES and json_values(reply.body) > MAX_JSON_VALUES:
+        return unparseable(log, f"more than {MAX_JSON_VALUES} JSON values", _path(url),
+                           reply.body, headers)
     try:
         data = json.loads(reply.body)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
@@ -129,6 +139,13 @@ def _json_object(
     if not isinstance(data, dict):
         return unparseable(log, "not a JSON object", _path(url), reply.body, headers)
     return data
+
+
+def json_values(body: bytes) -> int:
+    """An upper bound on the values ``json.loads(body)`` would build: every value but the
+    first of a container follows a comma, and every container opens with a bracket (commas
+    and brackets inside strings only make it larger). Three C-speed scans, ~1 ms for 2 MiB."""
+    return body.count(b",") + body.count(b"{") + body.count(b"[")
 
 
 async def request(
@@ -194,6 +211,8 @@ async def _attempt(
         with anyio.CancelScope(deadline=anyio.current_time() + ATTEMPT_DEADLINE):
             # send(stream=True) and aclose() are what client.stream() does, without its
             # generator-based context manager (about 15 µs a request).
+            if read_body:  # only codings we can inflate under the cap (see _inflate)
+                headers = {**headers, "Accept-Encoding": _inflate.ACCEPT_ENCODING}
             resp = await client.send(client.build_request("GET", url, headers=headers),
                                      stream=True, follow_redirects=False)
             try:
@@ -213,18 +232,23 @@ async def _attempt(
 
 
 async def _read_capped(resp: httpx.Response) -> tuple[bytes, bool]:
-    """Read at most ``MAX_BODY`` (decoded) bytes; say whether there was more."""
+    """Read at most ``MAX_BODY`` DECODED bytes; say whether there was more.
+
+    The raw body is inflated here under the cap (``_inflate``), never by httpx, which would
+    inflate a whole 64 KiB chunk of a gzip bomb into about 64 MB before any check.
+    """
     declared = content_length(resp.headers)
     if declared is not None and declared > MAX_BODY:
         return b"", True
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in resp.aiter_bytes():
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > MAX_BODY:
-            return b"".join(chunks)[:SNIPPET_BYTES], True
-    return b"".join(chunks), False
+    if resp.is_stream_consumed:  # built in memory already (httpx.MockTransport), decoded
+        body = resp.content
+        return (body[:SNIPPET_BYTES], True) if len(body) > MAX_BODY else (body, False)
+    encoding = resp.headers.get("content-encoding", "")
+    try:
+        body, too_large = await _inflate.read_capped(resp.aiter_raw(), encoding, MAX_BODY)
+    except (_inflate.UnsupportedEncodingError, zlib.error):
+        raise httpx.DecodingError("undecodable body") from None  # a permanent reply problem
+    return (body[:SNIPPET_BYTES], True) if too_large else (body, False)
 
 
 def _classify(reply: Reply, path: str, log: FilteringBoundLogger) -> NotFound | PollFailed:

@@ -36,6 +36,8 @@ _RECORDING_STATUSES = {"processing": RecordingStatus.PROCESSING,
                        "failed": RecordingStatus.FAILED}
 _CONTENT_TYPE_KEYS = ("contentType", "content_type", "mimeType", "mimetype")
 _SIZE_KEYS = ("size", "sizeBytes", "fileSize", "fileSizeBytes", "bytes")
+# Participants read for the call's start and end times; a hostile reply can list 100,000.
+MAX_PARTICIPANTS = 1000
 
 
 class ApifycloudProvider:
@@ -46,6 +48,7 @@ class ApifycloudProvider:
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
         self._base = config.base_url.rstrip("/")
         self._client = client
+        self._max_recordings = config.tracking.max_recordings_per_call
         # The call endpoint shows no auth; its siblings take these, so send them when we can.
         self._auth: dict[str, str] = {}
         if config.app_id:
@@ -66,7 +69,9 @@ class ApifycloudProvider:
         url = f"{self._base}/api/calls/{quote(call_id, safe='')}"
         return await _http.get_json(self._client, url,
                                     headers={**self._auth, "Accept": "application/json"},
-                                    log=log, parse=lambda body: _parse_call(body, log))
+                                    log=log,
+                                    parse=lambda body: _parse_call(body, log,
+                                                                   self._max_recordings))
 
     async def recording_source(
         self, call_id: str, recording_id: str
@@ -77,11 +82,15 @@ class ApifycloudProvider:
             return snapshot
         for recording in snapshot.recordings:
             if recording.id == recording_id and recording.url:
-                on_api = _http.same_origin(recording.url, self._base)
-                return DownloadSource(url=recording.url, headers=dict(self._auth) if on_api else {},
+                return DownloadSource(url=recording.url,
+                                      headers=self.download_headers(recording.url),
                                       expires_at=recording.url_expires_at,
                                       content_type=recording.content_type, size=recording.size)
         return NotFound()
+
+    def download_headers(self, url: str) -> dict[str, str]:
+        """The app's headers for a link on the API itself; none for storage elsewhere."""
+        return dict(self._auth) if _http.same_origin(url, self._base) else {}
 
     def _log(self, call_id: str) -> FilteringBoundLogger:
         # Lazy: bound only when something is logged, which a healthy poll never does.
@@ -89,7 +98,7 @@ class ApifycloudProvider:
         return log
 
 
-def _parse_call(body: dict[str, Any], log: FilteringBoundLogger) -> Snapshot:
+def _parse_call(body: dict[str, Any], log: FilteringBoundLogger, max_recordings: int) -> Snapshot:
     """Unwrap the envelope and map ``data``; a reply without ``ok: true`` is not an answer."""
     if body.get("ok") is not True:
         raise _fields.UnparseableError(f"ok is {_fields.clip(body.get('ok'))}, not true")
@@ -113,43 +122,65 @@ def _parse_call(body: dict[str, Any], log: FilteringBoundLogger) -> Snapshot:
         provider_status=raw_status or "unknown",
         started_at=started_at if status is not CallStatus.PENDING else None,
         ended_at=ended_at if status is CallStatus.ENDED else None,
-        recordings=_recordings(_fields.items(data, "recordings"), log),
+        recordings=_recordings(_fields.items(data, "recordings"), log, max_recordings),
     )
 
 
 def _participant_times(
     participants: list[Any], log: FilteringBoundLogger
 ) -> tuple[list[float], list[float]]:
-    """Every readable ``joinedAt`` and ``leftAt``; a malformed participant only loses its times."""
+    """Every readable ``joinedAt`` and ``leftAt`` of the first ``MAX_PARTICIPANTS``.
+
+    A malformed participant only loses its times; they are reported in one warning per reply,
+    not one each (a reply can list thousands).
+    """
     joined: list[float] = []
     left: list[float] = []
-    for participant in participants:
+    if len(participants) > MAX_PARTICIPANTS:
+        log.warning("provider.too_many_participants", listed=len(participants),
+                    read=MAX_PARTICIPANTS)
+    bad = 0
+    for participant in participants[:MAX_PARTICIPANTS]:
         if not isinstance(participant, dict):
-            log.warning("provider.bad_field", field="participants",
-                        value=type(participant).__name__)
+            bad += 1
             continue
         if (at := _fields.timestamp(participant, "joinedAt", log)) is not None:
             joined.append(at)
         if (at := _fields.timestamp(participant, "leftAt", log)) is not None:
             left.append(at)
+    if bad:
+        log.warning("provider.bad_field", field="participants", count=bad,
+                    reason="not an object")
     return joined, left
 
 
-def _recordings(entries: list[Any], log: FilteringBoundLogger) -> tuple[RecordingSnapshot, ...]:
-    """Each usable entry, in order; one without a string id cannot be tracked, so it is skipped."""
+def _recordings(
+    entries: list[Any], log: FilteringBoundLogger, limit: int
+) -> tuple[RecordingSnapshot, ...]:
+    """Each usable entry, in order, stopping at ``limit + 1``: one more than reconcile accepts
+    is enough for it to end the call (``too_many_recordings``), and a reply listing 15,000
+    recordings then costs a scan of their ids, not 15,000 objects.
+
+    An entry without a string id cannot be tracked and a repeated id is skipped; both are
+    reported in one warning per reply (not per entry, and never the entry itself: it may hold
+    a signed URL, which is a credential).
+    """
     seen: dict[str, RecordingSnapshot] = {}
+    no_id = duplicates = 0
     for entry in entries:
         rec_id = entry.get("id") if isinstance(entry, dict) else None
         if not isinstance(rec_id, str) or not rec_id:
-            # Not the entry itself: it may hold a signed URL, which is a credential.
-            log.warning("provider.bad_recording", reason="no string id",
-                        entry=type(entry).__name__)
+            no_id += 1
             continue
         if rec_id in seen:
-            log.warning("provider.bad_recording", reason="duplicate id",
-                        recording_id=_fields.clip(rec_id))
+            duplicates += 1
             continue
+        if len(seen) > limit:
+            log.warning("provider.too_many_recordings", listed=len(entries), limit=limit)
+            break
         seen[rec_id] = _recording(rec_id, entry, log)
+    if no_id or duplicates:
+        log.warning("provider.bad_recording", without_id=no_id, duplicates=duplicates)
     return tuple(seen.values())
 
 

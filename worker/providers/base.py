@@ -8,6 +8,7 @@ raise, as they should.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from worker.model import DownloadSource, NotFound, PollFailed, PollResult
@@ -30,4 +31,9 @@ class Provider(Protocol):
         self, call_id: str, recording_id: str
     ) -> DownloadSource | NotFound | PollFailed:
         """Ask the provider for a fresh link to the recording's bytes, the provider's way."""
+        ...
+
+    def download_headers(self, url: str) -> Mapping[str, str]:
+        """The credentials to send when fetching ``url``: the provider's own for its own
+        origin (a link that is the API itself), none anywhere else."""
         ...

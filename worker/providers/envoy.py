@@ -113,15 +113,19 @@ class EnvoyProvider:
         if not url:
             return NotFound()
         expires_at = _fields.timestamp(body, "expires_at", log)
-        # Our token goes to the API only; a storage link is authorized by its signature.
-        on_api = _http.same_origin(url, self._base)
         return DownloadSource(
             url=url,
-            headers={k: v for k, v in self._headers.items() if k != "Accept"} if on_api else {},
+            headers=self.download_headers(url),
             expires_at=expires_at if expires_at is not None else url_expiry(url),
             content_type=_fields.typed(body, "content_type", str),
             size=_fields.size(body, "file_size_bytes"),
         )
+
+    def download_headers(self, url: str) -> dict[str, str]:
+        """Our token goes to the API only; a storage link is authorized by its signature."""
+        if not _http.same_origin(url, self._base):
+            return {}
+        return {k: v for k, v in self._headers.items() if k != "Accept"}
 
     def _call_url(self, call_id: str) -> str:
         return f"{self._base}/api/v1/calls/{quote(call_id, safe='')}"

@@ -5,7 +5,9 @@ The call says nothing about its recording, so once a call has ended we ask
 
     302/301/307/308 + Location -> available at that signed URL (about five minutes of life)
     200                        -> available at the endpoint itself, which needs our key
-    404                        -> not there (yet); ``recordingEnabled: false`` makes it "none"
+    404                        -> not there (yet); with ``recordingEnabled: false`` probably
+                                  never, but that is a hint (PROVIDERS.md): reconcile keeps
+                                  checking, less and less often, until ``recording_grace``
 
 A call that ended ``unjoined`` has no audio, so we do not ask.
 """
@@ -84,10 +86,8 @@ class UltravoxProvider:
         if isinstance(found, PollFailed):
             return found
         if isinstance(found, NotFound):
-            # Disabled is a hint, not proof (a recording can exist anyway), hence no False
-            # while it is enabled or unknown.
-            expected = False if call.recording_enabled is False else None
-            return replace(call.snapshot, recording_expected=expected)
+            # Disabled is a hint, not proof (a recording can exist anyway): never "none".
+            return replace(call.snapshot, recording_unlikely=call.recording_enabled is False)
         return replace(call.snapshot, recordings=(_fields.available_recording(call_id, found),))
 
     async def recording_source(
@@ -119,6 +119,11 @@ class UltravoxProvider:
         log.warning("provider.unexpected_status", status=reply.status, path="/recording")
         return PollFailed(kind=FailureKind.TRANSIENT,
                           message=f"unexpected HTTP {reply.status} from the recording endpoint")
+
+    def download_headers(self, url: str) -> dict[str, str]:
+        """Our key for a download from the API itself (``/recording`` answering 200 with the
+        audio); nothing for a signed link elsewhere, which carries its own authority."""
+        return dict(self._headers) if _http.same_origin(url, self._base) else {}
 
     def _call_url(self, call_id: str) -> str:
         return f"{self._base}/api/calls/{quote(call_id, safe='')}"

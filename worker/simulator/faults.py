@@ -9,6 +9,8 @@ same faults on every run.
     sim.faults["ultravox"].add(Fault.SERVER_ERROR, count=3)       # a burst: next 3 requests
     sim.faults["envoy"].add(Fault.RATE_LIMIT, probability=0.2)    # 1 in 5, forever
     sim.faults["files"].add(Fault.TRUNCATE_BODY, after=1000, count=1)
+    sim.faults["apifycloud"].add(Fault.GZIP_BOMB, count=1)               # 256 MiB of zeros
+    sim.faults["apifycloud"].add(Fault.MANY_RECORDINGS, match="/api/calls/<id>")
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+import functools
+import json
 import math
 import random
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,10 +44,13 @@ class Fault(enum.StrEnum):
     EXPIRE_MID_DOWNLOAD = "expire_mid_download"  # send `after` bytes, stall `stall` s, cut;
     # the link is dead (403) from then until the provider hands out a fresh one
     WRONG_CONTENT_TYPE = "wrong_content_type"  # download: the bytes, labelled `content_type`
+    GZIP_BOMB = "gzip_bomb"  # a 200 whose gzip body inflates to `inflated` bytes of zeros
+    MANY_RECORDINGS = "many_recordings"  # the real reply, its recordings list `listed` long
 
 
 _EARLY = frozenset({Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.SLOW, Fault.HTML_ERROR})
-API_FAULTS = _EARLY | {Fault.TRUNCATED_JSON, Fault.JSON_ARRAY}
+API_FAULTS = _EARLY | {Fault.TRUNCATED_JSON, Fault.JSON_ARRAY, Fault.GZIP_BOMB,
+                       Fault.MANY_RECORDINGS}
 DOWNLOAD_FAULTS = _EARLY | {
     Fault.TRUNCATE_BODY,
     Fault.XML_ERROR_200,
@@ -76,6 +84,8 @@ class Rule:
     after: int | None = None  # bytes sent before a cut; None: half the body
     stall: float = 5.0
     content_type: str = "text/html; charset=utf-8"
+    inflated: int = 256 * 1024 * 1024  # gzip_bomb: decoded size
+    listed: int = 15_000  # many_recordings: how many recordings the reply lists
     hits: int = 0
 
     def applies(self, path: str, now: float) -> bool:
@@ -163,7 +173,21 @@ async def apply_early(rule: Rule, receive: Receive, send: Send, error_body: Erro
     if rule.kind is Fault.HTML_ERROR:
         await send_body(send, rule.status or 200, HTML_PAGE, b"text/html; charset=utf-8")
         return True
+    if rule.kind is Fault.GZIP_BOMB:
+        await send_body(send, rule.status or 200, gzip_bomb(rule.inflated),
+                        b"application/json", [(b"content-encoding", b"gzip")])
+        return True
     return False
+
+
+@functools.lru_cache(maxsize=4)
+def gzip_bomb(inflated: int) -> bytes:
+    """``inflated`` zero bytes gzipped (about 1/1000 of that), built without holding them."""
+    zobj = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    block = bytes(1024 * 1024)
+    parts = [zobj.compress(block[: min(len(block), inflated - done)])
+             for done in range(0, inflated, len(block))]
+    return b"".join([*parts, zobj.flush()])
 
 
 def mangle_json(rule: Rule | None, body: bytes) -> bytes:
@@ -174,4 +198,17 @@ def mangle_json(rule: Rule | None, body: bytes) -> bytes:
         return body[: len(body) // 2]
     if rule.kind is Fault.JSON_ARRAY:
         return b"[" + body + b"]"
+    if rule.kind is Fault.MANY_RECORDINGS:
+        return _many_recordings(body, rule.listed)
     return body
+
+
+def _many_recordings(body: bytes, listed: int) -> bytes:
+    """apifycloud's ``data.recordings`` made ``listed`` entries long (others: unchanged)."""
+    reply = json.loads(body)
+    data = reply.get("data") if isinstance(reply, dict) else None
+    if not isinstance(data, dict):
+        return body
+    data["recordings"] = [{"id": f"flood-{i}", "status": "available",
+                           "url": f"https://flood.invalid/{i}"} for i in range(listed)]
+    return json.dumps(reply, separators=(",", ":")).encode()

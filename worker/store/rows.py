@@ -278,5 +278,6 @@ def snapshot_json(snap: Snapshot) -> str:
                         "content_type": rec.content_type, "size": rec.size}
                        for rec in snap.recordings],
         "recording_expected": snap.recording_expected,
+        "recording_unlikely": snap.recording_unlikely,
     }
     return json.dumps(data, separators=(",", ":"), default=str)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import os
 import sqlite3
 import threading
 import time
@@ -148,6 +149,7 @@ class SQLiteDatabase:
 
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
             conn = await aiosqlite.Connection(connector, iter_chunk_size=64)
         except (OSError, sqlite3.Error) as exc:
             # aiosqlite stops its worker thread on a failed connect; give it a moment to report
@@ -321,3 +323,17 @@ def _statements(sql: str) -> list[str]:
     """Split a migration file into statements (our migrations hold no ';' in literals)."""
     lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _create_private(path: Path) -> None:
+    """Create a missing database file 0600 whatever the umask: it holds signed recording URLs
+    and webhook URLs with their tokens. SQLite gives ``-wal`` and ``-shm`` the mode of the
+    database file, so they follow. An existing file keeps the mode its owner chose."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)  # the umask may have taken bits away; never adds any
+    finally:
+        os.close(fd)
