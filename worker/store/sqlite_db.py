@@ -28,8 +28,8 @@ on power loss, never on a process crash.
 from __future__ import annotations
 
 import asyncio
-import queue
 import os
+import queue
 import sqlite3
 import threading
 import time
