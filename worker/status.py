@@ -14,6 +14,7 @@ from worker.config import Config
 from worker.events import call_data, rfc3339
 from worker.model import TrackedCall
 from worker.store.sqlite import SQLiteStore
+from worker.urls import safe_url
 
 
 def age(seconds: float) -> str:
@@ -136,7 +137,7 @@ async def _one(store: SQLiteStore, provider: str, call_id: str, as_json: bool) -
         ("next poll", rfc3339(call.next_poll_at) if call.terminal is None else "none (done)"),
         ("poll failures", str(call.consecutive_failures)),
         ("metadata", json.dumps(dict(call.metadata)) if call.metadata else "-"),
-        ("webhook", call.webhook_url or "-"),
+        ("webhook", safe_url(call.webhook_url) if call.webhook_url else "-"),
     ]
     for name, value in fields:
         print(f"  {name:<16}{value}")

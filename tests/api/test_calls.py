@@ -139,7 +139,7 @@ async def test_malformed_call_ids_are_400_and_nothing_is_stored(
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    ({"metadata": {"blob": "x" * 9000}}, "metadata is larger than 8 KiB"),
+    ({"metadata": {"blob": "x" * 17000}}, "metadata is larger than 16 KiB"),
     ({"metadata": {"text": "\ud800"}}, "metadata holds a lone surrogate"),
     ({"webhook": "ftp://h.example/x"}, "webhook must be an http(s) URL"),
     ({"webhook": "https://h.example/a b"}, "webhook must not contain spaces"),

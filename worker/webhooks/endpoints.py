@@ -8,15 +8,16 @@ with that reason, and ``callwatch replay --dead`` sends them once a webhook is c
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 from worker.config import Config, WebhookConfig
+from worker.urls import safe_url
 from worker.webhooks.base import Route
 from worker.webhooks.signing import secret_key
 
 UNSIGNABLE = "cannot sign: no [[webhooks]] endpoint is configured, so there is no secret"
+__all__ = ["Endpoint", "Endpoints", "safe_url"]
+
 UNCONFIGURED = "the endpoint is no longer configured"
 
 
@@ -82,16 +83,3 @@ def _endpoint(hook: WebhookConfig, url: str, default_limit: int, *, all_keys: bo
     return Endpoint(url=url, keys=tuple(secret_key(s) for s in secrets), events=hook.events,
                     retry_schedule=hook.retry_schedule, timeout=hook.timeout,
                     max_in_flight=hook.max_in_flight or default_limit)
-
-
-@functools.lru_cache(maxsize=1024)
-def safe_url(url: str) -> str:
-    """The URL for logs: without user info or query, where webhook URLs often carry tokens."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        host = f"[{host}]" if ":" in host else host
-        netloc = f"{host}:{parts.port}" if parts.port else host
-    except ValueError:
-        return "<unparseable url>"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
