@@ -31,11 +31,16 @@ def hook(url: str, **keys: Any) -> dict[str, Any]:
 
 
 def make_config(tmp_path: Path, hooks: Sequence[Mapping[str, Any]] = (),
-                delivery: Mapping[str, Any] | None = None) -> Config:
+                delivery: Mapping[str, Any] | None = None,
+                call_webhooks: Mapping[str, Any] | None = None) -> Config:
+    """A config; per-call URLs may reach loopback (the simulator) unless ``call_webhooks``
+    says otherwise."""
     data: dict[str, Any] = {
         "worker": {"database": "callwatch.db"},
         "providers": {"envoy": {"api_key_env": "ENVOY_KEY"}},
         "webhooks": [dict(h) for h in hooks],
+        "call_webhooks": dict(call_webhooks) if call_webhooks is not None
+        else {"allow_private": True},
     }
     if delivery:
         data["delivery"] = dict(delivery)
