@@ -54,7 +54,7 @@ class Listener:
         self.port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610
         tg.start_soon(self._serve, listener)
 
-    async def _serve(self, listener: anyio.abc.SocketListener) -> None:
+    async def _serve(self, listener: anyio.abc.Listener[SocketStream]) -> None:
         async with listener:  # closed when the fixture cancels us
             await listener.serve(self._hold)
 
