@@ -20,7 +20,8 @@ from worker.store.sqlite import SQLiteStore
 T0 = 1_800_000_000.0
 SECRET = "whsec_" + base64.b64encode(b"callwatch-webhook-test-secret-1").decode()
 SECRET_2 = "whsec_" + base64.b64encode(b"callwatch-webhook-test-secret-2").decode()
-ENVIRON = {"ENVOY_KEY": "k", "HOOK_SECRET": SECRET, "BOTH_SECRETS": f"{SECRET} {SECRET_2}"}
+ENVIRON = {"ENVOY_KEY": "k", "HOOK_SECRET": SECRET, "BOTH_SECRETS": f"{SECRET} {SECRET_2}",
+           "CALL_SECRET": SECRET_2}
 CALL_TYPES = (EventType.CALL_STARTED, EventType.CALL_ENDED, EventType.CALL_COMPLETED)
 
 
