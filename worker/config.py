@@ -308,7 +308,8 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
     delivery = parse_delivery(reader, Section(reader, root.table("delivery"), "delivery"))
     api = parse_api(reader, Section(reader, root.table("api"), "api"))
     call_webhooks = parse_call_webhooks(
-        reader, Section(reader, root.table("call_webhooks"), "call_webhooks"))
+        reader, Section(reader, root.table("call_webhooks"), "call_webhooks"),
+        split_webhook_secrets)
     root.unknown()
     if reader.problems:
         raise ConfigError(reader.problems)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worker.addresses import pattern_problem
 from worker.config_reader import Reader, Section, positive_finite
 from worker.secrets import Secret
 
@@ -96,16 +97,15 @@ def parse_delivery(reader: Reader, section: Section) -> DeliveryConfig:
     return config
 
 
-def parse_call_webhooks(reader: Reader, section: Section) -> CallWebhooksConfig:
-    from worker.webhooks.address import pattern_problem
-
+def parse_call_webhooks(reader: Reader, section: Section,
+                        split_secrets: Callable[[str], tuple[list[str], list[str]]],
+                        ) -> CallWebhooksConfig:
+    """``[call_webhooks]``; ``split_secrets`` reads a whsec_ value as ``[[webhooks]]`` do."""
     d = CallWebhooksConfig()
     raw_secret = reader.secret(section, "secret", required=False)
     secret: Secret | None = None
     if raw_secret is not None:
-        from worker.config import split_webhook_secrets
-
-        secrets, problems = split_webhook_secrets(raw_secret)
+        secrets, problems = split_secrets(raw_secret)
         for problem in problems:
             section.problem("secret_env" if section.has("secret_env") else "secret_file",
                             f"the secret {problem}")

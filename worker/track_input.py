@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from worker.addresses import check_resolved, check_url
 from worker.config import PROVIDER_NAMES, Config
 from worker.errors import CallwatchError
 from worker.providers import validate_call_id
-from worker.webhooks.address import check_resolved, check_url
 
 MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 32

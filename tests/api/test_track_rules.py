@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.api.support import UV_ID, make_config
+from worker.addresses import check_url, forbidden
 from worker.cli import main
 from worker.track_input import TrackInputError, check_input, depth
-from worker.webhooks.address import check_url, forbidden
 
 
 @pytest.mark.parametrize(("metadata", "message"), [

@@ -3,7 +3,7 @@
 A per-call URL was checked when the call was tracked, but a DNS name can point elsewhere by
 the time we deliver (DNS rebinding: public when ``track`` looked, 169.254.169.254 a second
 later). So every new connection here resolves the host itself, refuses if any address it
-got is inside (``address.check_resolved``), and connects to exactly that checked address;
+got is inside (``addresses.check_resolved``), and connects to exactly that checked address;
 the library never resolves the name a second time. TLS still verifies the certificate
 against the host *name* and sends it as SNI: httpcore takes ``server_hostname`` from the
 URL, not from the address we connected to. The same idea as svix-webhooks' (and
@@ -28,8 +28,8 @@ import anyio
 import httpcore
 import httpx
 
+from worker.addresses import check_resolved, check_url
 from worker.config_sections import CallWebhooksConfig
-from worker.webhooks.address import check_resolved, check_url
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.webhooks.address import (
+from worker.addresses import (
     check_resolved,
     check_url,
     forbidden,
