@@ -7,9 +7,8 @@ own pool, sized by its ``max_in_flight``, and every per-call URL shares one
 addresses at connect time). With the per-group limits in ``slots`` this is what keeps one
 endpoint's slowness from delaying another's deliveries.
 
-Pool sizes are fixed when a pool is opened: a SIGHUP that changes a limit applies to the
-slots at once and to the connections after a restart (a smaller limit is honoured at once
-anyway, since the slots never send more).
+A SIGHUP that changes a limit opens a new pool of the new size for the next attempts; the
+old one is closed at the end (attempts under way on it finish there).
 """
 
 from __future__ import annotations
@@ -26,28 +25,38 @@ class Pools:
 
     def __init__(self, endpoints: Endpoints, *, resolver: Resolver = resolve) -> None:
         self._endpoints = endpoints
-        self._own: dict[str, ShardedTransport] = {}
-        self._per_call = GuardedTransport(endpoints.policy,
-                                          max_connections=endpoints.per_call_budget,
+        self._resolver = resolver
+        self._own: dict[str, tuple[int, ShardedTransport]] = {}
+        self._budget = endpoints.per_call_budget
+        self._per_call = GuardedTransport(endpoints.policy, max_connections=self._budget,
                                           resolver=resolver)
+        self._retired: list[httpx.AsyncBaseTransport] = []
 
     def reconfigure(self, endpoints: Endpoints) -> None:
-        """New endpoints get their pool when first used; the per-call policy applies now."""
+        """New endpoints get their pool when first used; the per-call policy applies now,
+        and a new per-call budget gets a pool of its size."""
         self._endpoints = endpoints
         self._per_call.policy = endpoints.policy
+        if endpoints.per_call_budget != self._budget:
+            self._retired.append(self._per_call)
+            self._budget = endpoints.per_call_budget
+            self._per_call = GuardedTransport(endpoints.policy, max_connections=self._budget,
+                                              resolver=self._resolver)
 
     def for_url(self, url: str) -> httpx.AsyncBaseTransport:
         """The pool that sends to ``url``."""
         if url not in self._endpoints.configured:
             return self._per_call
-        pool = self._own.get(url)
-        if pool is None:
-            pool = self._own[url] = ShardedTransport(
-                max_connections=self._endpoints.limit(url))
-        return pool
+        size = self._endpoints.limit(url)
+        found = self._own.get(url)
+        if found is None or found[0] != size:
+            if found is not None:
+                self._retired.append(found[1])
+            found = self._own[url] = (size, ShardedTransport(max_connections=size))
+        return found[1]
 
     async def aclose(self) -> None:
-        own, self._own = self._own, {}
-        for pool in own.values():
+        pools = [pool for _, pool in self._own.values()] + self._retired + [self._per_call]
+        self._own, self._retired = {}, []
+        for pool in pools:
             await pool.aclose()
-        await self._per_call.aclose()
