@@ -54,7 +54,7 @@ def test_track_records_and_is_idempotent(config: Path, capsys: pytest.CaptureFix
     (["track", "envoy", "call_1'; DROP TABLE calls; --"], "malformed envoy call id"),
     (["track", "envoy", "call_1", "--metadata", "{not json"], "--metadata is not valid JSON"),
     (["track", "envoy", "call_1", "--metadata", "[1, 2]"], "must be a JSON object"),
-    (["track", "envoy", "call_1", "--metadata", json.dumps({"x": "y" * 9000})], "8 KiB"),
+    (["track", "envoy", "call_1", "--metadata", json.dumps({"x": "y" * 17000})], "16 KiB"),
     (["track", "envoy", "call_1", "--webhook", "ftp://x/y"], "--webhook must be an http(s)"),
     (["status", "ultravox"], "either nothing or PROVIDER CALL_ID"),
     (["frobnicate"], "invalid choice"),

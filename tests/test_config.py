@@ -993,3 +993,46 @@ def test_max_recordings_per_call_per_provider(tmp_path: Path) -> None:
     assert config.tracking.max_recordings_per_call == 7
     assert config.providers["ultravox"].tracking.max_recordings_per_call == 7
     assert config.providers["apifycloud"].tracking.max_recordings_per_call == 3
+
+# --------------------------------------------------------------------------- [call_webhooks]
+
+
+def test_call_webhooks_defaults_refuse_private_and_have_no_secret(tmp_path: Path) -> None:
+    """Without [call_webhooks]: no own secret, any public host, no private address, 16 at once."""
+    config = load(write(tmp_path, BASE + HOOK), environ=ENVIRON)
+    policy = config.call_webhooks
+    assert (policy.secret, policy.allow_hosts, policy.allow_private, policy.max_in_flight) == (
+        None, (), False, 16)
+
+
+def test_call_webhooks_parse_secret_hosts_and_flags(tmp_path: Path) -> None:
+    """Every [call_webhooks] key is read; the secret is resolved and never shown."""
+    text = BASE + HOOK + """
+[call_webhooks]
+secret_env = "CALL_SECRET"
+allow_hosts = ["hooks.example.com", "*.example.org"]
+allow_private = true
+max_in_flight = 4
+"""
+    config = load(write(tmp_path, text), environ={**ENVIRON, "CALL_SECRET": OTHER_WEBHOOK_SECRET})
+    policy = config.call_webhooks
+    assert policy.secret == Secret(OTHER_WEBHOOK_SECRET)
+    assert policy.allow_hosts == ("hooks.example.com", "*.example.org")
+    assert (policy.allow_private, policy.max_in_flight) == (True, 4)
+    assert OTHER_WEBHOOK_SECRET not in repr(config)
+
+
+@pytest.mark.parametrize(("line", "key", "fragment"), [
+    ('allow_hosts = ["http://x.example"]', "allow_hosts", "not a host name"),
+    ("allow_hosts = [3]", "allow_hosts", "not a string"),
+    ('allow_private = "yes"', "allow_private", "must be"),
+    ("max_in_flight = 0", "max_in_flight", "1 to 1000"),
+    ('secret_env = "SHORT"', "secret_env", "too short"),
+    ("color = 1", "color", "unknown key"),
+])
+def test_call_webhooks_mistakes_are_named(tmp_path: Path, line: str, key: str,
+                                          fragment: str) -> None:
+    """Each mistake in [call_webhooks] is one problem naming its key."""
+    path = write(tmp_path, BASE + HOOK + "\n[call_webhooks]\n" + line + "\n")
+    problems = problems_of(path, {**ENVIRON, "SHORT": "whsec_c2hvcnQ="})
+    assert_one_problem(problems, path, f"call_webhooks.{key}", fragment)

@@ -7,7 +7,6 @@ are one readable line on stderr; ``--debug`` shows the traceback as well.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -171,60 +170,33 @@ def _run(config: Config) -> int:
     return 0
 
 
-def parse_track_input(config: Config, provider: str, call_id: str, metadata: str | None,
-                      webhook: str | None) -> tuple[dict[str, Any], str | None]:
-    """Validate ``track`` input (shared with the HTTP API); raise UsageError on bad input."""
-    from worker.config import PROVIDER_NAMES
-    from worker.config_reader import http_url
-    from worker.providers import validate_call_id
+def _resolve(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to now; none when it does not resolve (the relay
+    checks again at every attempt)."""
+    import socket
 
-    if provider not in config.providers:
-        known = "not a provider" if provider not in PROVIDER_NAMES else "not configured"
-        raise UsageError(f"unknown provider {provider[:40]!r} ({known}; configured: "
-                         f"{', '.join(sorted(config.providers))})")
-    if (reason := validate_call_id(provider, call_id)) is not None:
-        raise UsageError(f"malformed {provider} call id {call_id[:80]!r}: {reason}")
-    meta: dict[str, Any] = {}
-    if metadata is not None:
-        try:
-            meta = json.loads(metadata, parse_constant=_not_json)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--metadata is not valid JSON: {exc.msg} at {exc.pos}") from None
-        except (ValueError, RecursionError) as exc:  # NaN/Infinity, huge numbers, deep nesting
-            raise UsageError(f"--metadata is not valid JSON: {str(exc)[:100] or 'too deep'}"
-                             ) from None
-        if not isinstance(meta, dict):
-            raise UsageError("--metadata must be a JSON object, like '{\"ticket\": 42}'")
-        if len(json.dumps(meta)) > 8192:
-            raise UsageError("--metadata is larger than 8 KiB: keep references, not documents")
-        if not _utf8(json.dumps(meta, ensure_ascii=False)):
-            # Event bodies are UTF-8: a lone surrogate here would fail every event of the call.
-            raise UsageError("--metadata holds a lone surrogate (like \\ud800): not Unicode text")
-    if webhook is not None and not _utf8(webhook):
-        raise UsageError("--webhook is not valid Unicode text")
-    if webhook is not None and (problem := http_url(webhook)) is not None:
-        raise UsageError(f"--webhook {problem}")
-    return meta, webhook
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not a JSON value")
-
-
-def _utf8(text: str) -> bool:
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return [str(info[4][0]) for info in found]
 
 
 def _track(config: Config, args: argparse.Namespace) -> int:
     from worker.store.base import NewCall
     from worker.store.factory import open_configured
+    from worker.track_input import TrackInputError, check_input, check_resolution, webhook_host
 
-    meta, webhook = parse_track_input(config, args.provider, args.call_id, args.metadata,
-                                      args.webhook)
+    try:
+        wanted = check_input(config, args.provider, args.call_id, args.metadata, args.webhook)
+        if wanted.webhook is not None:
+            check_resolution(config, wanted.webhook, _resolve(*webhook_host(wanted.webhook)))
+    except TrackInputError as exc:
+        # The shared messages name the field ("metadata ..."): here it is an option.
+        message = str(exc)
+        raise UsageError(f"--{message}" if message.startswith(("metadata", "webhook"))
+                         else message) from None
+    meta, webhook = wanted.metadata, wanted.webhook
 
     async def track() -> bool:
         store = await open_configured(config)

@@ -27,11 +27,14 @@ from worker.config_reader import (
 from worker.config_sections import (
     ApiConfig,
     ArchiveConfig,
+    CallWebhooksConfig,
     DeliveryConfig,
     parse_api,
     parse_archive,
+    parse_call_webhooks,
     parse_delivery,
 )
+from worker.model import EventType
 from worker.secrets import Secret
 
 DEFAULT_CONFIG_PATH = Path("/etc/callwatch/callwatch.toml")
@@ -132,21 +135,12 @@ class Config:
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    call_webhooks: CallWebhooksConfig = field(default_factory=CallWebhooksConfig)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
-EVENT_TYPE_NAMES = frozenset(
-    {
-        "call.started",
-        "call.ended",
-        "recording.available",
-        "recording.failed",
-        "recording.archived",
-        "recording.archive_failed",
-        "call.completed",
-        "call.tracking_failed",
-    }
-)
+# The event types a [[webhooks]] filter may name: the model's, so they cannot drift apart.
+EVENT_TYPE_NAMES = frozenset(str(t) for t in EventType)
 
 
 # --------------------------------------------------------------------------- sections
@@ -331,12 +325,15 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
     archive_config = parse_archive(reader, Section(reader, root.table("archive"), "archive"))
     delivery = parse_delivery(reader, Section(reader, root.table("delivery"), "delivery"))
     api = parse_api(reader, Section(reader, root.table("api"), "api"))
+    call_webhooks = parse_call_webhooks(
+        reader, Section(reader, root.table("call_webhooks"), "call_webhooks"),
+        split_webhook_secrets)
     root.unknown()
     if reader.problems:
         raise ConfigError(reader.problems)
     return Config(source=path, worker=worker, tracking=tracking, providers=providers,
                   webhooks=tuple(webhooks), archive=archive_config, delivery=delivery, api=api,
-                  raw=data)
+                  call_webhooks=call_webhooks, raw=data)
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None, *,

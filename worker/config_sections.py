@@ -1,4 +1,5 @@
-"""The optional sections that tune the daemon's features: ``[archive]``, ``[delivery]``, ``[api]``.
+"""The optional sections that tune the daemon's features: ``[archive]``, ``[delivery]``,
+``[call_webhooks]``, ``[api]``.
 
 Each is a frozen dataclass whose defaults are what you get when the section is absent; every
 key is an addition to CONTRACT.md's config, never a change of it.
@@ -7,9 +8,10 @@ key is an addition to CONTRACT.md's config, never a change of it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from worker.addresses import pattern_problem
 from worker.config_reader import Reader, Section, positive_finite
 from worker.secrets import Secret
 
@@ -34,6 +36,17 @@ class DeliveryConfig:
 
     max_connections: int = 64  # open connections to all endpoints together
     max_in_flight_per_endpoint: int = 8  # concurrent deliveries to one endpoint
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CallWebhooksConfig:
+    """``[call_webhooks]``: the policy for per-call webhook URLs (``track --webhook``)."""
+
+    # signs them; None: the first [[webhooks]] secret
+    secret: Secret | None = field(default=None, repr=False)
+    allow_hosts: tuple[str, ...] = ()  # empty: any public host
+    allow_private: bool = False  # allow loopback, private, link-local and reserved addresses
+    max_in_flight: int = 16  # deliveries under way to all per-call URLs together
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -81,6 +94,34 @@ def parse_delivery(reader: Reader, section: Section) -> DeliveryConfig:
     )
     section.unknown()
     del reader
+    return config
+
+
+def parse_call_webhooks(reader: Reader, section: Section,
+                        split_secrets: Callable[[str], tuple[list[str], list[str]]],
+                        ) -> CallWebhooksConfig:
+    """``[call_webhooks]``; ``split_secrets`` reads a whsec_ value as ``[[webhooks]]`` do."""
+    d = CallWebhooksConfig()
+    raw_secret = reader.secret(section, "secret", required=False)
+    secret: Secret | None = None
+    if raw_secret is not None:
+        secrets, problems = split_secrets(raw_secret)
+        for problem in problems:
+            section.problem("secret_env" if section.has("secret_env") else "secret_file",
+                            f"the secret {problem}")
+        secret = Secret(secrets[0]) if secrets else None
+    hosts = section.get("allow_hosts", list, [])
+    for host in hosts:
+        bad = pattern_problem(host) if isinstance(host, str) else f"{host!r} is not a string"
+        if bad is not None:
+            section.problem("allow_hosts", bad)
+    config = CallWebhooksConfig(
+        secret=secret,
+        allow_hosts=tuple(h for h in hosts if isinstance(h, str)),
+        allow_private=section.get("allow_private", bool, d.allow_private),
+        max_in_flight=section.get("max_in_flight", int, d.max_in_flight, _int_range(1, 1000)),
+    )
+    section.unknown()
     return config
 
 

@@ -116,7 +116,7 @@ def trimmed(event: Event, data: Mapping[str, Any]) -> dict[str, Any]:
     3. ``metadata`` is replaced by ``{}`` and ``metadata_omitted`` is true;
     4. as a last resort every string is cut to ``TEXT_CAP`` characters.
 
-    Metadata is capped at 8 KiB at ``track`` time, so only calls with hundreds of
+    Metadata is capped at 16 KiB at ``track`` time, so only calls with hundreds of
     recordings or absurd provider strings ever get here.
     """
     out = _cap_text(dict(data))

@@ -15,6 +15,7 @@ from worker.events import call_data, rfc3339
 from worker.model import TrackedCall
 from worker.store.base import Store, StoreNotFoundError
 from worker.store.factory import open_configured
+from worker.urls import safe_url
 
 
 def age(seconds: float) -> str:
@@ -141,7 +142,7 @@ async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
         ("poll failures", str(call.consecutive_failures)),
         *([("set aside", call.set_aside)] if call.set_aside else []),
         ("metadata", json.dumps(dict(call.metadata)) if call.metadata else "-"),
-        ("webhook", call.webhook_url or "-"),
+        ("webhook", safe_url(call.webhook_url) if call.webhook_url else "-"),
     ]
     for name, value in fields:
         print(f"  {name:<16}{value}")

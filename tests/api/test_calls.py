@@ -138,11 +138,23 @@ async def test_malformed_call_ids_are_400_and_nothing_is_stored(
     assert (await store.counts()).calls_by_state == {}
 
 
+def _deep(levels: int) -> object:
+    """A value nested ``levels`` lists deep."""
+    value: object = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(("extra", "message"), [
-    ({"metadata": {"blob": "x" * 9000}}, "metadata is larger than 8 KiB"),
+    ({"metadata": {"blob": "x" * 17000}}, "metadata is larger than 16 KiB"),
     ({"metadata": {"text": "\ud800"}}, "metadata holds a lone surrogate"),
     ({"webhook": "ftp://h.example/x"}, "webhook must be an http(s) URL"),
     ({"webhook": "https://h.example/a b"}, "webhook must not contain spaces"),
+    ({"webhook": "http://2130706433/x"}, "webhook host '2130706433' is a loopback address"),
+    ({"webhook": "http://[fd00:ec2::254]/"}, "webhook host 'fd00:ec2::254' is a private"),
+    ({"webhook": "http://u:pw@h.example/"}, "webhook must not carry user:password@"),
+    ({"metadata": {"deep": _deep(32)}}, "metadata is nested deeper than 32"),
 ])
 async def test_bad_metadata_or_webhook_is_400_in_the_fields_words(
         client: httpx.AsyncClient, extra: dict[str, Any], message: str) -> None:

@@ -23,12 +23,12 @@ from worker.archive.download import (
     Transfer,
     TransientError,
     fetch,
-    safe_url,
 )
 from worker.config_sections import ArchiveConfig
 from worker.model import DownloadSource
 from worker.simulator import Fault, RecordingScript, Simulator, World, run_simulator
 from worker.simulator.content import content_bytes, expected_sha256
+from worker.urls import safe_url
 
 pytestmark = pytest.mark.anyio
 
@@ -241,8 +241,8 @@ async def test_only_http_urls_are_fetched(sim: Simulator, client: httpx.AsyncCli
 def test_logged_urls_keep_host_and_path_only() -> None:
     """The query of a signed URL (its credential) never reaches a log line."""
     url = "https://storage.example.com/bucket/a.wav?X-Goog-Signature=abc&X-Goog-Expires=300"
-    assert safe_url(url) == "storage.example.com/bucket/a.wav"
-    assert safe_url("http://user:pw@host/p?q=1") == "host/p"
+    assert safe_url(url) == "https://storage.example.com/bucket/a.wav"
+    assert safe_url("http://user:pw@host/p?q=1") == "http://host/p"
 
 
 # ------------------------------------------------------------------ what the simulator won't do

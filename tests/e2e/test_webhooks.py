@@ -60,8 +60,9 @@ def daemon_with(sim: Simulator, tmp_path: Path, hooks: Sequence[Mapping[str, Any
                                  "retry_schedule": [0.3, 0.5, 1], "timeout": 2, **keys})
                      for path, keys in ((h["path"], {k: v for k, v in h.items() if k != "path"})
                                         for h in hooks))
+    # The receiver is on loopback: per-call URLs may go there in these tests.
     config, env = write_config(tmp_path, sim, archive=False, webhook=False, tracking=tracking,
-                               extra=tables)
+                               extra=tables + "\n[call_webhooks]\nallow_private = true\n")
     return DaemonUnderTest(config=config, env=env, workdir=tmp_path)
 
 

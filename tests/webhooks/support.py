@@ -20,7 +20,8 @@ from worker.store.sqlite import SQLiteStore
 T0 = 1_800_000_000.0
 SECRET = "whsec_" + base64.b64encode(b"callwatch-webhook-test-secret-1").decode()
 SECRET_2 = "whsec_" + base64.b64encode(b"callwatch-webhook-test-secret-2").decode()
-ENVIRON = {"ENVOY_KEY": "k", "HOOK_SECRET": SECRET, "BOTH_SECRETS": f"{SECRET} {SECRET_2}"}
+ENVIRON = {"ENVOY_KEY": "k", "HOOK_SECRET": SECRET, "BOTH_SECRETS": f"{SECRET} {SECRET_2}",
+           "CALL_SECRET": SECRET_2}
 CALL_TYPES = (EventType.CALL_STARTED, EventType.CALL_ENDED, EventType.CALL_COMPLETED)
 
 
@@ -31,11 +32,16 @@ def hook(url: str, **keys: Any) -> dict[str, Any]:
 
 
 def make_config(tmp_path: Path, hooks: Sequence[Mapping[str, Any]] = (),
-                delivery: Mapping[str, Any] | None = None) -> Config:
+                delivery: Mapping[str, Any] | None = None,
+                call_webhooks: Mapping[str, Any] | None = None) -> Config:
+    """A config; per-call URLs may reach loopback (the simulator) unless ``call_webhooks``
+    says otherwise."""
     data: dict[str, Any] = {
         "worker": {"database": "callwatch.db"},
         "providers": {"envoy": {"api_key_env": "ENVOY_KEY"}},
         "webhooks": [dict(h) for h in hooks],
+        "call_webhooks": dict(call_webhooks) if call_webhooks is not None
+        else {"allow_private": True},
     }
     if delivery:
         data["delivery"] = dict(delivery)

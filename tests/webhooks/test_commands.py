@@ -187,3 +187,33 @@ def test_max_in_flight_overrides_the_delivery_default(tmp_path: Path) -> None:
     assert (endpoints.limit(URL), endpoints.limit(GONE), endpoints.per_call_limit) == (3, 5, 3)
     with pytest.raises(ConfigError, match=r"webhooks\[0\].max_in_flight: must be 1 to 1000"):
         make_config(tmp_path, [hook(URL, max_in_flight=0)])
+
+
+def test_status_and_deliveries_show_urls_without_their_tokens(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A per-call URL's query (often a token) and user info never reach the terminal or the
+    JSON: the same redaction as the logs."""
+    for name, value in ENVIRON.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "callwatch.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    tokened = "https://h.example/in?token=s3cr3t-t0ken"
+
+    async def fill() -> None:
+        store = await SQLiteStore.open(tmp_path / "callwatch.db")
+        try:
+            await emit(store, "call_9", [EventType.CALL_STARTED], webhook=tokened)
+            await store.fan_out(Endpoints(make_config(tmp_path, [hook(URL)])).route, T0)
+        finally:
+            await store.close()
+
+    anyio.run(fill)
+    outputs = []
+    for args in (["deliveries"], ["deliveries", "--json"], ["status", "envoy", "call_9"],
+                 ["status", "envoy", "call_9", "--json"]):
+        assert cli.main(["--config", str(path), *args]) == 0
+        outputs.append(capsys.readouterr().out)
+    for out in outputs:
+        assert "https://h.example/in" in out
+        assert "s3cr3t" not in out

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worker.retry_after import parse_retry_after
 from worker.webhooks.policy import (
     JITTER,
     MAX_RETRY_AFTER,
@@ -15,7 +16,6 @@ from worker.webhooks.policy import (
     Outcome,
     Retry,
     decide,
-    parse_retry_after,
 )
 
 NOW = 1_800_000_000.0
@@ -144,10 +144,21 @@ def test_gone_disables_even_on_the_last_attempt() -> None:
     ("Fri, 15 Jan 2027 08:00:30 -0000", 30.0),
     ("soon", None),
     ("-5", None),
-    ("1.5", None),
+    ("1.5", 1.5),
+    ("\u00b2", None),  # superscript two: str.isdigit says yes, float() says no
+    ("\u0663", None),  # Arabic-Indic three
+    ("99999999999", None),
 ])
 def test_retry_after_parses_seconds_and_http_dates(value: str | None,
                                                    seconds: float | None) -> None:
     """Retry-After is delta-seconds or an HTTP date; anything else is ignored."""
     now = 1_800_000_000.0  # Fri, 15 Jan 2027 08:00:00 GMT
-    assert parse_retry_after(value, now) == seconds
+    assert parse_retry_after(value, now, cap=MAX_RETRY_AFTER) == seconds
+
+
+@given(st.text(max_size=40), st.floats(min_value=0, max_value=1e6))
+@settings(max_examples=300)
+def test_retry_after_never_raises_and_stays_within_the_cap(value: str, cap: float) -> None:
+    """Whatever a receiver or provider sends, the parser answers None or [0, cap], never raises."""
+    seconds = parse_retry_after(value, NOW, cap=cap)
+    assert seconds is None or 0.0 <= seconds <= cap

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from tests.components import started
 from tests.e2e.harness import wait_until
@@ -253,6 +254,23 @@ async def test_a_slow_consumer_of_one_call_does_not_delay_another_call(
         await sim.sink.wait_for(lambda r: len(to(r, "slow")) == 3, timeout=5)
     for request in to(sim.sink.requests, "slow") + to(sim.sink.requests, "fast"):
         verify(request)  # a --webhook URL is signed with the first configured secret
+
+
+async def test_per_call_urls_are_signed_with_the_call_webhooks_secret(
+        sim: Simulator, store: SQLiteStore, tmp_path: Path) -> None:
+    """With [call_webhooks] secret set, a --webhook receiver gets signatures made with it,
+    never with the configured endpoint's secret (so it cannot forge events to that one)."""
+    config = make_config(tmp_path, [hook(at(sim, "all"))],
+                         call_webhooks={"allow_private": True, "secret_env": "CALL_SECRET"})
+    async with running(config, store) as relay:
+        await send(store, relay, "call_a", [EventType.CALL_STARTED], webhook=at(sim, "mine"))
+        await sim.sink.wait_for(lambda r: len(to(r, "mine")) == 1 and len(to(r, "all")) == 1)
+    (mine,) = to(sim.sink.requests, "mine")
+    (configured,) = to(sim.sink.requests, "all")
+    verify(mine, SECRET_2)
+    verify(configured, SECRET)
+    with pytest.raises(WebhookVerificationError):
+        verify(mine, SECRET)
 
 
 async def test_a_dead_endpoint_does_not_delay_another_endpoint(

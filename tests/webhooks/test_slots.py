@@ -81,3 +81,36 @@ async def test_close_releases_waiting_senders() -> None:
         await anyio.sleep(0.01)
         queue.close()
     assert done == [None, None]
+
+
+def shared_slots(budget: int) -> Slots:
+    return Slots(lambda url: 8, on_low=lambda: None, shared=lambda url: url.startswith("call"),
+                 shared_limit=lambda: budget)
+
+
+async def test_per_call_urls_share_one_budget_and_leave_the_configured_alone() -> None:
+    """Ten per-call URLs with work and a budget of 3: three are taken, then only the
+    configured endpoint's deliveries, however many per-call ones wait."""
+    queue = shared_slots(3)
+    queue.put([item(f"call-{n}", n) for n in range(10)])
+    queue.put([item("configured", 100 + n) for n in range(4)])
+    taken = [await queue.take() for _ in range(7)]
+    endpoints = [t.endpoint for t in taken if t is not None]
+    assert sum(e.startswith("call") for e in endpoints) == 3
+    assert endpoints.count("configured") == 4
+    assert queue.shared_in_flight == 3
+    with anyio.move_on_after(0.05) as waited:
+        await queue.take()
+    assert waited.cancelled_caught
+    done = next(t for t in taken if t is not None and t.endpoint.startswith("call"))
+    queue.done(done)
+    after = await queue.take()
+    assert after is not None and after.endpoint.startswith("call")
+
+
+def test_shared_room_counts_waiting_and_in_flight_per_call_deliveries() -> None:
+    """The per-call claim room is AHEAD times the budget, less what is claimed for them."""
+    queue = shared_slots(4)
+    assert queue.shared_room == AHEAD * 4
+    queue.put([item(f"call-{n}", n) for n in range(5)] + [item("configured", 9)])
+    assert queue.shared_room == AHEAD * 4 - 5

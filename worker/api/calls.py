@@ -1,6 +1,6 @@
 """``POST /v1/calls`` and ``GET /v1/calls/{provider}/{call_id}``.
 
-Tracking goes through ``cli.parse_track_input``, the function ``callwatch track`` uses, so a
+Tracking goes through ``worker.track_input``, the checks ``callwatch track`` uses, so a
 call the API accepts is exactly a call the command would accept (and the other way round);
 only the JSON shape checks are the API's own. Like ``track``, the POST is idempotent: the
 second time it answers 200 and changes nothing.
@@ -9,16 +9,18 @@ second time it answers 200 and changes nothing.
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
+import anyio
 import structlog
 
 from worker.api.asgi import HttpError, Reply, Request, json_reply
 from worker.api.runtime import Context
-from worker.cli import UsageError, parse_track_input
 from worker.events import rfc3339
 from worker.status import call_json
 from worker.store.base import NewCall
+from worker.track_input import TrackInputError, check_input, check_resolution, webhook_host
 
 log = structlog.get_logger("worker.api")
 
@@ -74,13 +76,14 @@ async def track(ctx: Context, request: Request) -> Reply:
     fields = track_request(parse_json(await request.body(BODY_LIMIT)))
     provider, call_id = fields["provider"], fields["call_id"]
     metadata = fields.get("metadata")
+    config = ctx.runtime.config
     try:
-        meta, webhook = parse_track_input(
-            ctx.runtime.config, provider, call_id,
-            json.dumps(metadata) if metadata is not None else None, fields.get("webhook"))
-    except UsageError as exc:
-        # The shared messages name the command's options ("--metadata ..."): name the fields.
-        raise HttpError(400, str(exc).removeprefix("--")) from None
+        wanted = check_input(config, provider, call_id, metadata, fields.get("webhook"))
+        if wanted.webhook is not None:
+            check_resolution(config, wanted.webhook, await _resolve(wanted.webhook))
+    except TrackInputError as exc:
+        raise HttpError(400, str(exc)) from None
+    meta, webhook = wanted.metadata, wanted.webhook
     created = await ctx.runtime.store.track(
         NewCall(provider=provider, call_id=call_id, metadata=meta, webhook_url=webhook),
         ctx.clock())
@@ -91,6 +94,19 @@ async def track(ctx: Context, request: Request) -> Reply:
     if call is None:  # tracked a moment ago: only a concurrent wipe of the database does this
         raise HttpError(503, "the call was tracked but cannot be read back; retry")
     return json_reply(201 if created else 200, {"tracked": created, **call_json(call)})
+
+
+async def _resolve(url: str) -> list[str]:
+    """The addresses the webhook's host resolves to now (none if it does not, or not within
+    5 s: the relay checks again at every attempt)."""
+    host, port = webhook_host(url)
+    with anyio.move_on_after(5):
+        try:
+            found = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return []
+        return [str(info[4][0]) for info in found]
+    return []
 
 
 async def get(ctx: Context, request: Request) -> Reply:

@@ -46,13 +46,13 @@ from worker.archive.download import (
     Transfer,
     TransientError,
     fetch,
-    safe_url,
 )
 from worker.config_sections import ArchiveConfig
 from worker.model import DownloadSource, NotFound, PollFailed
 from worker.providers.base import Provider
 from worker.reconcile import Archived, ArchiveFailed
 from worker.store.base import DownloadStore
+from worker.urls import safe_url
 
 MAX_REFRESHES = 2
 ADOPT_REASON = "a complete file from an earlier attempt that stopped before its commit"

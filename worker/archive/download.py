@@ -42,6 +42,7 @@ from worker.providers._http import (
     retry_after_seconds,
     same_origin,
 )
+from worker.urls import safe_url
 
 BATCH = 1 << 20  # bytes handed to the writer thread at once (as the chunks they came in)
 QUEUE = 2  # batches waiting for the writer: bounds memory per download
@@ -93,16 +94,6 @@ class _CutError(Exception):
 
 class _StartOverError(Exception):
     """The server cannot continue where we stopped: truncate and fetch from byte zero."""
-
-
-def safe_url(url: str) -> str:
-    """``host/path`` of a URL: what may be logged (the query of a signed URL is a credential)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-    except ValueError:
-        return "<unparseable url>"
-    return f"{host}{parts.path}"
 
 
 @dataclass(kw_only=True)

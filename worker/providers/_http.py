@@ -21,14 +21,12 @@ endless or gzip-bomb reply costs at most that much memory.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
 import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -40,6 +38,7 @@ from structlog.typing import FilteringBoundLogger
 from worker.model import FailureKind, NotFound, PollFailed
 from worker.providers import _inflate
 from worker.providers._fields import UnparseableError
+from worker.retry_after import parse_retry_after
 
 T = TypeVar("T")
 
@@ -61,7 +60,6 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NOT_CREDENTIALS = frozenset({"accept", "accept-encoding", "user-agent"})
-_SECONDS = re.compile(r"\d{1,9}(\.\d{1,6})?", re.ASCII)
 
 
 class _RetryableError(Exception):
@@ -272,19 +270,7 @@ def _classify(reply: Reply, path: str, log: FilteringBoundLogger) -> NotFound | 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """Parse ``Retry-After`` (seconds or an HTTP-date) into seconds within [0, MAX_RETRY_AFTER]."""
-    if value is None:
-        return None
-    text = value.strip()
-    if _SECONDS.fullmatch(text):
-        return min(float(text), MAX_RETRY_AFTER)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # "-0000": the sender did not say, and HTTP-dates are GMT anyway
-        when = when.replace(tzinfo=UTC)
-    seconds = when.timestamp() - (time.time() if now is None else now)
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+    return parse_retry_after(value, time.time() if now is None else now, cap=MAX_RETRY_AFTER)
 
 
 def content_length(headers: httpx.Headers) -> int | None:

@@ -7,7 +7,6 @@ simulator stays far cheaper than the daemon it is measuring.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,23 +89,3 @@ class ProviderApp:
         else:
             body = mangle_json(rule, json_bytes(reply.body))
             await send_body(send, reply.status, body, JSON_TYPE, reply.headers)
-
-
-class TokenBucket:
-    """Per-key request budget: ``rate`` per second, bursts up to one second's worth."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self._clock = clock
-        self._state: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
-
-    def take(self, key: str) -> float:
-        """Spend one token: 0.0 when allowed, else the seconds until one is available."""
-        now = self._clock()
-        tokens, at = self._state.get(key, (self.rate, now))
-        tokens = min(self.rate, tokens + (now - at) * self.rate)
-        if tokens < 1.0:
-            self._state[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
-        self._state[key] = (tokens - 1.0, now)
-        return 0.0

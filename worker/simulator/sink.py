@@ -6,6 +6,7 @@ paths, and can be changed while the daemon runs::
     sim.sink.behave(fail_next=3)                        # the next 3 requests get 500
     sim.sink.behave("/hooks/gone", status=410)           # that endpoint is gone for good
     sim.sink.behave(status=429, retry_after=2)           # throttled, with Retry-After
+    sim.sink.behave(status=429, retry_after="\u00b2")      # ... with a malformed one
     sim.sink.behave(delay=20)                            # slower than the daemon's timeout
     sim.sink.behave(huge_reply=64 * 2**20)               # a 64 MiB reply body
     sim.sink.behave(status=307, location="/hooks/other") # a redirect (must not be followed)
@@ -71,7 +72,7 @@ class Behaviour:
     fail_next: int = 0
     fail_status: int = 500
     status: int = 200
-    retry_after: int | None = None  # seconds, sent with a 429 or 503
+    retry_after: int | str | None = None  # sent as-is with a 429 or 503 (a str: any text)
     delay: float = 0.0  # seconds before answering
     huge_reply: int = 0  # reply body size in bytes; 0: a small JSON reply
     location: str | None = None  # sent as Location (with a 3xx status)

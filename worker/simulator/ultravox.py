@@ -15,7 +15,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.simulator.api import ProviderApp, Reply, TokenBucket
+from worker.ratelimit import KeyedTokenBuckets
+from worker.simulator.api import ProviderApp, Reply
 from worker.simulator.asgi import Request, Router
 from worker.simulator.faults import Faults
 from worker.simulator.signing import Signer
@@ -63,7 +64,7 @@ def call_object(script: CallScript, now: float) -> dict[str, Any]:
 
 def _authorizer(api_key: str, rate_limit: float | None) -> Callable[[Request], Reply | None]:
     """401 without the key, then 429 + Retry-After past ``rate_limit`` requests/s per key."""
-    bucket = TokenBucket(rate_limit) if rate_limit else None
+    bucket = KeyedTokenBuckets(rate_limit) if rate_limit else None
 
     def authorize(request: Request) -> Reply | None:
         key = request.header(b"x-api-key")

@@ -19,6 +19,7 @@ from worker.events import rfc3339
 from worker.status import age, table
 from worker.store.base import Store, StoreNotFoundError
 from worker.store.factory import open_configured
+from worker.urls import safe_url
 from worker.webhooks.base import DeliveryCounts, DeliveryView, ListFilter
 
 EVENT_ID = re.compile(r"msg_[a-z2-7]{32}")
@@ -98,7 +99,7 @@ async def _replay(store: Store, args: argparse.Namespace) -> int:
         print(f"callwatch: no event {args.event_id} in the outbox", file=sys.stderr)
         return 1
     for url in done.enabled:
-        print(f"re-enabled endpoint {url}: what waited for it is queued again too")
+        print(f"re-enabled endpoint {safe_url(url)}: what waited for it is queued again too")
     if done.requeued == 0:
         what = "every delivery of that event is still pending" if args.event_id else \
             "there are no dead deliveries" + (" since then" if args.since else "")
@@ -119,7 +120,7 @@ def delivery_rows(views: list[DeliveryView], now: float, *, with_call: bool) -> 
         row = [view.event_type]
         if with_call:
             row.append(f"{view.provider} {view.call_id}")
-        row += [view.endpoint, str(view.state), str(view.attempts), _last(view),
+        row += [safe_url(view.endpoint), str(view.state), str(view.attempts), _last(view),
                 _next(view, now), view.event_id]
         rows.append(row)
     return rows
@@ -128,7 +129,7 @@ def delivery_rows(views: list[DeliveryView], now: float, *, with_call: bool) -> 
 def delivery_json(view: DeliveryView) -> dict[str, Any]:
     return {
         "event_id": view.event_id, "type": view.event_type, "provider": view.provider,
-        "call_id": view.call_id, "endpoint": view.endpoint, "state": str(view.state),
+        "call_id": view.call_id, "endpoint": safe_url(view.endpoint), "state": str(view.state),
         "attempts": view.attempts, "last_status": view.last_status,
         "last_error": view.last_error, "in_flight": view.in_flight,
         "next_attempt_at": None if view.in_flight else rfc3339(view.next_attempt_at),
@@ -141,7 +142,7 @@ def counts_lines(counts: DeliveryCounts, now: float) -> list[str]:
     lines = [f"deliveries: {counts.pending} pending ({counts.retrying} retrying), "
              f"{counts.dead} dead, {counts.disabled} waiting for a disabled endpoint"]
     for endpoint in counts.disabled_endpoints:
-        lines.append(f"warning: endpoint {endpoint.url} is disabled since "
+        lines.append(f"warning: endpoint {safe_url(endpoint.url)} is disabled since "
                      f"{age(now - endpoint.since)} ago ({endpoint.reason}); "
                      f"`callwatch replay --dead --endpoint URL` re-enables it")
     return lines
@@ -151,8 +152,9 @@ def counts_json(counts: DeliveryCounts) -> dict[str, Any]:
     return {
         "pending": counts.pending, "retrying": counts.retrying, "dead": counts.dead,
         "disabled": counts.disabled,
-        "disabled_endpoints": [{"url": e.url, "since": rfc3339(e.since), "reason": e.reason}
-                               for e in counts.disabled_endpoints],
+        "disabled_endpoints": [
+            {"url": safe_url(e.url), "since": rfc3339(e.since), "reason": e.reason}
+            for e in counts.disabled_endpoints],
     }
 
 

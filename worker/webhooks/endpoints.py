@@ -1,22 +1,25 @@
 """Who gets which event, and how: the configured endpoints plus each call's ``--webhook`` URL.
 
 A per-call URL is delivered like the first ``[[webhooks]]`` endpoint (its retry schedule,
-timeout and concurrency) and signed with that endpoint's first secret (CONTRACT.md). Without
-any configured endpoint there is no secret to sign with: such deliveries are dead at once,
-with that reason, and ``callwatch replay --dead`` sends them once a webhook is configured.
+timeout and concurrency) and signed with ``[call_webhooks]``'s secret when one is set, else
+with that endpoint's first secret (CONTRACT.md). A separate secret means a per-call receiver
+cannot forge events to the configured endpoints. Without any secret to sign with, such
+deliveries are dead at once, with that reason, and ``callwatch replay --dead`` sends them once
+one is configured. All per-call URLs together share ``[call_webhooks] max_in_flight``.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 from worker.config import Config, WebhookConfig
+from worker.urls import safe_url
 from worker.webhooks.base import Route
 from worker.webhooks.signing import secret_key
 
-UNSIGNABLE = "cannot sign: no [[webhooks]] endpoint is configured, so there is no secret"
+UNSIGNABLE = ("cannot sign: neither [call_webhooks] nor a [[webhooks]] endpoint has a secret")
+__all__ = ["Endpoint", "Endpoints", "safe_url"]
+
 UNCONFIGURED = "the endpoint is no longer configured"
 
 
@@ -43,8 +46,18 @@ class Endpoints:
         self.configured = {hook.url: _endpoint(hook, hook.url, default, all_keys=True)
                            for hook in config.webhooks}
         first = config.webhooks[0] if config.webhooks else None
-        self._per_call = _endpoint(first, "", default, all_keys=False) if first else None
+        own = config.call_webhooks.secret
+        if own is not None:  # the per-call settings of the first endpoint, with our own secret
+            base = first or WebhookConfig(url="", secrets=(own,))
+            self._per_call: Endpoint | None = _endpoint(
+                WebhookConfig(url="", secrets=(own,), retry_schedule=base.retry_schedule,
+                              timeout=base.timeout, max_in_flight=base.max_in_flight),
+                "", default, all_keys=False)
+        else:
+            self._per_call = _endpoint(first, "", default, all_keys=False) if first else None
         self.per_call_limit = self._per_call.max_in_flight if self._per_call else default
+        self.policy = config.call_webhooks
+        self.per_call_budget = config.call_webhooks.max_in_flight
 
     def route(self, event_type: str, call_webhook: str | None) -> list[Route]:
         """Where an event goes: every configured endpoint whose filter takes it, and the
@@ -68,13 +81,27 @@ class Endpoints:
                         retry_schedule=self._per_call.retry_schedule,
                         timeout=self._per_call.timeout, max_in_flight=self._per_call.max_in_flight)
 
+    def shared(self, url: str) -> bool:
+        """Whether ``url`` is a per-call URL (not configured): it shares the per-call budget."""
+        return url not in self.configured
+
     def limit(self, url: str) -> int:
         hook = self.configured.get(url)
         return hook.max_in_flight if hook is not None else self.per_call_limit
 
     @property
     def longest_timeout(self) -> float:
-        return max((hook.timeout for hook in self.configured.values()), default=15.0)
+        timeouts = [hook.timeout for hook in self.configured.values()]
+        if self._per_call is not None:
+            timeouts.append(self._per_call.timeout)
+        return max(timeouts, default=15.0)
+
+    @property
+    def senders(self) -> int:
+        """How many attempts may be under way at once: every endpoint's limit, plus the
+        per-call budget. With that many senders no endpoint ever waits for a free one."""
+        return sum(hook.max_in_flight for hook in self.configured.values()) + \
+            self.per_call_budget
 
 
 def _endpoint(hook: WebhookConfig, url: str, default_limit: int, *, all_keys: bool) -> Endpoint:
@@ -82,16 +109,3 @@ def _endpoint(hook: WebhookConfig, url: str, default_limit: int, *, all_keys: bo
     return Endpoint(url=url, keys=tuple(secret_key(s) for s in secrets), events=hook.events,
                     retry_schedule=hook.retry_schedule, timeout=hook.timeout,
                     max_in_flight=hook.max_in_flight or default_limit)
-
-
-@functools.lru_cache(maxsize=1024)
-def safe_url(url: str) -> str:
-    """The URL for logs: without user info or query, where webhook URLs often carry tokens."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        host = f"[{host}]" if ":" in host else host
-        netloc = f"{host}:{parts.port}" if parts.port else host
-    except ValueError:
-        return "<unparseable url>"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

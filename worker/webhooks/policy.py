@@ -15,11 +15,8 @@ tested exhaustively:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 
 JITTER = 0.1
 MAX_RETRY_AFTER = 3600.0
@@ -92,21 +89,3 @@ def decide(*, attempt: int, outcome: Outcome, schedule: Sequence[float], now: fl
     if outcome.status in THROTTLED and outcome.retry_after is not None:
         delay = max(delay, min(outcome.retry_after, MAX_RETRY_AFTER))
     return Retry(at=now + delay, reason=reason)
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """``Retry-After`` as seconds from ``now``: delta-seconds or an HTTP date; None if absent
-    or unreadable (then the schedule alone decides)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:  # "-0000": RFC 9110 dates are GMT anyway
-        moment = moment.replace(tzinfo=UTC)
-    seconds = moment.timestamp() - now
-    return max(0.0, seconds) if math.isfinite(seconds) else None

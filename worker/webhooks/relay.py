@@ -9,8 +9,10 @@ Shape (one task group, no hand-kept task dicts, like the scheduler)::
 * Deliveries live in the database: what is due, retried, dead or in flight survives a
   restart or a kill -9 (a dead relay's leases are released at the next start).
 * Order per (call, endpoint) is the store's claim gate; endpoints and calls never wait for
-  each other, beyond the limits: ``max_in_flight`` per endpoint and ``max_connections``
-  senders in all, sharing one connection pool.
+  each other: each configured endpoint has its own ``max_in_flight``, its own claims and its
+  own connection pool; all per-call URLs share one budget (``[call_webhooks]
+  max_in_flight``), one claim and one guarded pool (``pools``). There are as many senders
+  as all those limits together, so no endpoint ever waits for a sender another holds.
 * The loop wakes on the scheduler's commits (new events), on recorded results, when an
   endpoint's queue runs low, on the next due retry, and at least every ``idle_wait``
   seconds (events or replays written by another process).
@@ -43,7 +45,9 @@ from worker.webhooks.base import (
     Route,
 )
 from worker.webhooks.endpoints import Endpoints, safe_url
+from worker.webhooks.guarded import Resolver, resolve
 from worker.webhooks.policy import Dead, Decision, Delivered, Disabled, Retry, decide
+from worker.webhooks.pools import Pools
 from worker.webhooks.slots import AHEAD, Slots
 
 log = structlog.get_logger("worker.webhooks")
@@ -64,16 +68,22 @@ class Relay:
     def __init__(self, config: Config, store: DeliveryStore, *,
                  clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random,
-                 idle_wait: float = 1.0, batch_size: int = 256) -> None:
+                 idle_wait: float = 1.0, batch_size: int = 256,
+                 resolver: Resolver = resolve) -> None:
         self._store = store
         self._endpoints = Endpoints(config)
-        self._max_connections = config.delivery.max_connections
+        self._pools = Pools(self._endpoints, resolver=resolver)
+        self._senders: tuple[anyio.abc.TaskGroup, MemoryObjectSendStream[AttemptResult]
+                             ] | None = None
+        self._sender_count = 0
         self._clock = clock
         self._rng = rng
         self._idle_wait = idle_wait
         self._batch_size = batch_size
         self._wakeup = anyio.Event()
-        self._slots = Slots(self._limit, on_low=self._nudge)
+        self._slots = Slots(self._limit, on_low=self._nudge,
+                            shared=self._shared,
+                            shared_limit=lambda: self._endpoints.per_call_budget)
         self._new_events = True  # look in the outbox at the next turn of the loop
         self._fanned_out_at = 0.0  # monotonic: when the loop last looked in the outbox
         self._stopping = False
@@ -102,7 +112,12 @@ class Relay:
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: new endpoints, filters, secrets and schedules apply to the next attempts."""
         self._endpoints = Endpoints(config)
+        self._pools.reconfigure(self._endpoints)
+        self._add_senders()
         self._nudge()
+
+    def _shared(self, url: str) -> bool:
+        return self._endpoints.shared(url)  # looked up each time: SIGHUP may change it
 
     def _limit(self, url: str) -> int:
         return self._endpoints.limit(url)  # looked up each time: SIGHUP may change it
@@ -124,20 +139,31 @@ class Relay:
         results, to_record = anyio.create_memory_object_stream[AttemptResult](
             self._batch_size * 4)
         try:
-            async with transport.connection_pool(self._max_connections) as pool, \
-                    anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer, to_record)
                 async with results, anyio.create_task_group() as senders:
-                    # Long-lived senders, as many as connections: cheaper than a task per
-                    # attempt. Stopping closes the slots; each finishes its attempt first.
-                    for _ in range(self._max_connections):
-                        senders.start_soon(self._sender, pool, results)
+                    # Long-lived senders, as many as all limits together: cheaper than a task
+                    # per attempt. Stopping closes the slots; each finishes its attempt first.
+                    self._senders = (senders, results)
+                    self._add_senders()
                     task_status.started()
                     await self._loop()
                     self._slots.close()
+                    self._senders = None
         finally:
             with anyio.CancelScope(shield=True):
                 await self._release()
+                await self._pools.aclose()
+
+    def _add_senders(self) -> None:
+        """Start senders until there are as many as the limits allow in flight (a SIGHUP
+        that adds endpoints adds senders; extra ones after a shrink just wait)."""
+        if self._senders is None:
+            return
+        group, results = self._senders
+        while self._sender_count < self._endpoints.senders:
+            self._sender_count += 1
+            group.start_soon(self._sender, results.clone())
 
     # ----------------------------------------------------------------------- the loop
 
@@ -175,15 +201,33 @@ class Relay:
         return routes
 
     async def _claim(self) -> Claim:
-        """Lease what the slots have room for: in flight plus as many again waiting."""
+        """Lease what the slots have room for: in flight plus as many again waiting.
+
+        Two claims: the configured endpoints (each up to its own room), then the per-call
+        URLs (together up to their shared room). One claim with one overall limit would let
+        a backlog of per-call deliveries take every place and starve the configured ones.
+        """
         endpoints = self._endpoints
-        return await self._store.claim_due_deliveries(
-            self._clock(), free=self._slots.room(endpoints.configured),
-            default_free=AHEAD * endpoints.per_call_limit,
-            limit=AHEAD * self._max_connections - self._slots.total,
-            # A waiting delivery starts within one attempt's time (those ahead of it are done
-            # by then) and takes at most one more.
-            lease_seconds=AHEAD * endpoints.longest_timeout + LEASE_MARGIN)
+        # A waiting delivery starts within one attempt's time (those ahead of it are done
+        # by then) and takes at most one more.
+        lease = AHEAD * endpoints.longest_timeout + LEASE_MARGIN
+        rooms = self._slots.room(endpoints.configured)
+        own = {url: room for url, room in rooms.items() if url in endpoints.configured}
+        first = await self._store.claim_due_deliveries(
+            self._clock(), free=own, default_free=0, limit=sum(max(0, r) for r in own.values()),
+            lease_seconds=lease)
+        shared_room = self._slots.shared_room
+        if shared_room <= 0:
+            return first
+        others = {url: (0 if url in own else min(room, shared_room))
+                  for url, room in rooms.items()}
+        second = await self._store.claim_due_deliveries(
+            self._clock(), free=others,
+            default_free=min(AHEAD * endpoints.per_call_limit, shared_room),
+            limit=shared_room, lease_seconds=lease)
+        due = [t for t in (first.next_due_at, second.next_due_at) if t is not None]
+        return Claim(deliveries=first.deliveries + second.deliveries,
+                     next_due_at=min(due, default=None))
 
     async def _idle(self, next_due_at: float | None, *, busy: bool) -> None:
         """Wait for a wake-up (new events, results recorded, a queue running low), the next
@@ -198,10 +242,10 @@ class Relay:
 
     # ----------------------------------------------------------------------- one attempt
 
-    async def _sender(self, pool: httpx.AsyncBaseTransport,
-                      results: MemoryObjectSendStream[AttemptResult]) -> None:
-        while (item := await self._slots.take()) is not None:
-            await self._attempt(pool, item, results)
+    async def _sender(self, results: MemoryObjectSendStream[AttemptResult]) -> None:
+        async with results:
+            while (item := await self._slots.take()) is not None:
+                await self._attempt(self._pools.for_url(item.endpoint), item, results)
 
     async def _attempt(self, pool: httpx.AsyncBaseTransport, item: ClaimedDelivery,
                        send: MemoryObjectSendStream[AttemptResult]) -> None:

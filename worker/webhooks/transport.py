@@ -25,7 +25,8 @@ import httpx
 
 from worker import __version__
 from worker.http_pool import ShardedTransport
-from worker.webhooks.policy import Outcome, parse_retry_after
+from worker.retry_after import parse_retry_after
+from worker.webhooks.policy import MAX_RETRY_AFTER, Outcome
 
 REPLY_KEEP = 4096
 _HEADERS = {"user-agent": f"callwatch/{__version__}", "accept-encoding": "identity"}
@@ -68,7 +69,8 @@ async def post(pool: httpx.AsyncBaseTransport, url: str, *, body: bytes,
             reply = await pool.handle_async_request(request)
             try:
                 status = reply.status_code
-                retry_after = parse_retry_after(reply.headers.get("retry-after"), now)
+                retry_after = parse_retry_after(reply.headers.get("retry-after"), now,
+                                                cap=MAX_RETRY_AFTER)
                 async for chunk in reply.aiter_raw():
                     kept += chunk[:REPLY_KEEP - len(kept)]
                     if len(kept) >= REPLY_KEEP:
