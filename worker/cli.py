@@ -194,7 +194,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return _fail(2, str(exc), debug)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            print(_error_prefix() + problem, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -209,8 +209,16 @@ def _fail(code: int, message: str, debug: bool) -> int:
         import traceback
 
         traceback.print_exc()
-    print(f"callwatch: error: {message}", file=sys.stderr)
+    print(f"{_error_prefix()}callwatch: error: {message}", file=sys.stderr)
     return code
+
+
+def _error_prefix() -> str:
+    """``<3>`` when stderr is journald's stream (check-config run by ``ExecReload=``): the
+    problems then reach ``journalctl -p err`` like the daemon's own errors."""
+    from worker import logs
+
+    return "<3>" if logs.is_journal(sys.stderr, os.environ) else ""
 
 
 def _dispatch(args: argparse.Namespace) -> int:
