@@ -35,10 +35,11 @@ def test_credentials_dir_is_searched_like_the_unit(tmp_path: Path,
 def test_credentials_directory_from_the_environment(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """$CREDENTIALS_DIRECTORY (what systemd sets for ExecReload=) is honoured as well."""
+    """$CREDENTIALS_DIRECTORY (what systemd sets for ExecReload=) is honoured as well, with
+    the callwatch_ prefix systemd gives credentials loaded from the unit's folder."""
     config = write(tmp_path)
     (tmp_path / "creds").mkdir()
-    (tmp_path / "creds" / "ultravox.key").write_text("k")
+    (tmp_path / "creds" / "callwatch_ultravox.key").write_text("k")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
     assert main(["--config", str(config), "check-config"]) == 0
     capsys.readouterr()
