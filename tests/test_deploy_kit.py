@@ -48,7 +48,7 @@ def test_dashboard_is_well_formed() -> None:
     ids = [p["id"] for p in data["panels"]]
     assert len(ids) == len(set(ids))
     assert all(p["targets"] for p in data["panels"])
-    cells = set()
+    cells: set[tuple[int, int]] = set()
     for panel in data["panels"]:
         g = panel["gridPos"]
         assert g["x"] + g["w"] <= 24
@@ -75,7 +75,8 @@ def test_dashboard_queries_are_promql(tmp_path: Path) -> None:
     rules = ["groups:", "  - name: dashboard", "    rules:"]
     for index, expr in enumerate(dashboard_exprs()):
         concrete = expr.replace("$__rate_interval", "5m").replace("$instance", ".*")
-        rules += [f"      - record: dashboard:query{index}", f"        expr: {json.dumps(concrete)}"]
+        rules += [f"      - record: dashboard:query{index}",
+                  f"        expr: {json.dumps(concrete)}"]
     path = tmp_path / "dashboard-rules.yml"
     path.write_text("\n".join(rules) + "\n")
     check = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True,
