@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "with their next poll (`overdue 2m` when the daemon is behind). With\n"
                       "PROVIDER CALL_ID: every field of one call, its recordings, events and\n"
                       "webhook deliveries. Exits 1 when that call is not tracked.")
-    status.add_argument("provider", nargs="?", metavar="PROVIDER")
+    status.add_argument("provider", nargs="?", metavar="PROVIDER",
+                        help="with CALL_ID: show this one call in detail")
     status.add_argument("call_id", nargs="?", metavar="CALL_ID")
     status.add_argument("--state", choices=[str(s) for s in (*CallStatus, *Terminal)],
                         help="list only calls in this state")
