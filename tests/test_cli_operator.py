@@ -103,11 +103,15 @@ def test_overdue_poll_and_filters(config: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_status_fits_100_columns(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The overview table is at most 100 columns wide."""
-    assert main(["--config", str(config), "track", "ultravox", UUID]) == 0
+    """The overview and a call's detail (even with large metadata) are at most 100 wide."""
+    metadata = '{"note": "' + "x" * 2000 + '"}'
+    assert main(["--config", str(config), "track", "ultravox", UUID, "--metadata", metadata]) == 0
     capsys.readouterr()
     assert main(["--config", str(config), "status"]) == 0
     assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= 100
+    assert main(["--config", str(config), "status", "ultravox", UUID]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100 and '{"note": "xxx' in out
 
 
 def _call(next_poll_at: float, *, settled: bool = False) -> TrackedCall:

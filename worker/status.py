@@ -14,7 +14,7 @@ from worker.config import Config
 from worker.events import call_data, rfc3339
 from worker.model import TrackedCall
 from worker.store.sqlite import SQLiteStore
-from worker.terminal import age, say, table
+from worker.terminal import WIDTH, age, printable, say, shorten, table
 
 __all__ = ["age", "call_json", "show_status", "table"]  # age, table: shared with deliveries
 
@@ -167,8 +167,8 @@ async def _one(store: SQLiteStore, provider: str, call_id: str, as_json: bool) -
         ("metadata", json.dumps(dict(call.metadata)) if call.metadata else "-"),
         ("webhook", call.webhook_url or "-"),
     ]
-    for name, value in fields:
-        say(f"  {name:<16}{value}")
+    for name, value in fields:  # cut to 100 columns: --json has every value whole
+        say(f"  {name:<16}{shorten(printable(value), WIDTH - 18)}")
     say("\nrecordings:" if call.recordings else "\nrecordings: none")
     for line in recording_lines(call, downloads, now):
         say(line)
