@@ -213,7 +213,7 @@ class Daemon:
                 if reconfigure is not None and component is not runtime.scheduler:
                     reconfigure(new)
             log.info("config.reloaded", source=str(new.source), webhooks=len(new.webhooks),
-                     providers=sorted(new.providers), changed=changed or "nothing")
+                     providers=sorted(new.providers), changed=changed)
         self.notifier.ready(await status_line(runtime.store, self._components))
 
 
