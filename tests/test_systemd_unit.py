@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from worker.config import WorkerConfig
+from worker.config_reader import CREDENTIAL_PREFIX
 
 UNIT = Path(__file__).parent.parent / "systemd" / "callwatch.service"
 needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
@@ -39,14 +40,17 @@ def test_unit_matches_the_daemon() -> None:
     """Type=notify, reload by SIGHUP, stop timeout longer than the default drain grace."""
     unit = directives()
     assert unit["Type"] == ["notify"]
-    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    reload = unit["ExecReload"][0]
+    assert "check-config" in reload and 'kill -HUP "$$MAINPID"' in reload  # validate, then HUP
+    assert reload.endswith("exit $$ok'")  # the reload fails when check-config does
     assert unit["Restart"] == ["on-failure"]
     assert "run" in unit["ExecStart"][0].split()
     stop = int(unit["TimeoutStopSec"][0].rstrip("s"))
     assert stop > WorkerConfig(database=Path("x")).drain_grace + 10
     assert int(unit["WatchdogSec"][0].rstrip("s")) >= 10
     assert unit["DynamicUser"] == ["yes"] and unit["StateDirectory"] == ["callwatch"]
-    assert all(":" in c for c in unit["LoadCredential"])
+    # one folder: any subset of secrets, no line per file (CREDENTIAL_PREFIX is its ID + "_")
+    assert unit["LoadCredential"] == [f"{CREDENTIAL_PREFIX[:-1]}:/etc/callwatch/credentials"]
 
 
 @needs_analyze

@@ -1,7 +1,8 @@
 """Command line: argument parsing and exit codes only; the work happens elsewhere.
 
 Exit codes (CONTRACT.md): 0 success, 2 bad usage or bad input, 1 any other failure. Errors
-are one readable line on stderr; ``--debug`` shows the traceback as well.
+are one readable line on stderr; ``--debug`` shows the traceback as well. A reader that goes
+away early (``callwatch status | head -1``) is not a failure: exit 0, silently.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, NoReturn
 
 import anyio
 
 from worker.config import Config, ConfigError, config_path, load
 from worker.errors import CallwatchError
+from worker.model import CallStatus, Terminal
 
 
 class UsageError(Exception):
@@ -32,33 +35,104 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see 'callwatch --help')")
 
 
+DESCRIPTION = """\
+Track voice and video calls (Ultravox, Envoy, apifycloud) until they have ended and their
+recordings are archived, and tell your systems with signed webhooks.
+
+The daemon (`callwatch run`) does the work; the other commands read and write the same
+database, so they work whether or not it runs."""
+
+EPILOG = """\
+examples:
+  callwatch --config /etc/callwatch/callwatch.toml check-config
+  callwatch track ultravox 6f1c2a9e-5b8d-4f3e-9a0b-2c4d6e8f0a1b --metadata '{"ticket": 42}'
+  callwatch status --state live
+  callwatch deliveries --dead
+
+The config is --config, else $CALLWATCH_CONFIG, else /etc/callwatch/callwatch.toml.
+Exit status: 0 success, 2 bad usage or input, 1 any other failure.
+`callwatch COMMAND --help` describes each command."""
+
+
+def version() -> str:
+    """The installed distribution's version (package metadata), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("callwatch")
+    except PackageNotFoundError:
+        from worker import __version__
+
+        return __version__
+
+
+def _command(commands: Any, name: str, summary: str, description: str) -> _Parser:
+    parser: _Parser = commands.add_parser(
+        name, help=summary, description=f"{summary[0].upper()}{summary[1:]}.\n\n{description}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="callwatch", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--config", help="config file (default: $CALLWATCH_CONFIG, else "
-                                         "/etc/callwatch/callwatch.toml)")
+    parser = _Parser(prog="callwatch", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"callwatch {version()}")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $CALLWATCH_CONFIG, else "
+                             "/etc/callwatch/callwatch.toml)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     parser_class=_Parser)
-    commands.add_parser("run", help="run the daemon in the foreground until SIGTERM/SIGINT")
-    track = commands.add_parser("track", help="start tracking a call (durable, idempotent)")
-    track.add_argument("provider")
-    track.add_argument("call_id")
-    track.add_argument("--metadata", help="a JSON object handed back in every event")
-    track.add_argument("--webhook", help="also send this call's events to this URL")
-    status = commands.add_parser("status", help="show tracked calls, or one call in detail")
-    status.add_argument("provider", nargs="?")
-    status.add_argument("call_id", nargs="?")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True,
+                                     metavar="COMMAND", parser_class=_Parser)
+    _command(commands, "run", "run the daemon in the foreground until SIGTERM/SIGINT",
+             "Polls the tracked calls, archives recordings and delivers webhooks. Under systemd\n"
+             "it reports READY, STATUS and watchdog pings; SIGHUP re-reads the config. The\n"
+             "first SIGTERM drains in-flight work for up to [worker] drain_grace seconds.")
+    track = _command(commands, "track", "start tracking a call (durable, idempotent)",
+                     "Writes the call to the database whether or not the daemon runs; a\n"
+                     "running daemon polls it within about a second. Tracking a call twice\n"
+                     "changes nothing and exits 0.")
+    track.add_argument("provider", metavar="PROVIDER", help="ultravox, envoy or apifycloud")
+    track.add_argument("call_id", metavar="CALL_ID", help="the provider's id of the call")
+    track.add_argument("--metadata", metavar="JSON",
+                       help="a JSON object handed back in every event of this call")
+    track.add_argument("--webhook", metavar="URL",
+                       help="also send this call's events to this URL")
+    status = _command(commands, "status", "show tracked calls, or one call in detail",
+                      "Without arguments: counts, deliveries, the archive, and the newest calls\n"
+                      "with their next poll (`overdue 2m` when the daemon is behind). With\n"
+                      "PROVIDER CALL_ID: every field of one call, its recordings, events and\n"
+                      "webhook deliveries. Exits 1 when that call is not tracked.")
+    status.add_argument("provider", nargs="?", metavar="PROVIDER",
+                        help="with CALL_ID: show this one call in detail")
+    status.add_argument("call_id", nargs="?", metavar="CALL_ID")
+    status.add_argument("--state", choices=[str(s) for s in (*CallStatus, *Terminal)],
+                        help="list only calls in this state")
+    status.add_argument("--provider", dest="only_provider", metavar="NAME",
+                        help="list only calls of this provider")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--limit", type=int, default=50, help="how many calls to list")
-    commands.add_parser("check-config", help="validate the config; list every problem")
-    demo = commands.add_parser("demo", help="the whole pipeline against the built-in simulator")
+    check = _command(commands, "check-config", "validate the config; list every problem",
+                     "Reads the config and its secrets as the daemon would, then checks the\n"
+                     "machine: the database folder is writable, archive_dir is (or can be) a\n"
+                     "folder, intervals are sane. Prints FILE: KEY: MESSAGE per problem and\n"
+                     "exits 2, or one OK line and exits 0. Under systemd, secrets come from\n"
+                     "$CREDENTIALS_DIRECTORY; give --credentials-dir to check by hand.")
+    check.add_argument("--credentials-dir", metavar="DIR",
+                       help="look up *_file secrets here first, as the unit's "
+                            "$CREDENTIALS_DIRECTORY (e.g. /etc/callwatch/credentials)")
+    demo = _command(commands, "demo", "the whole pipeline against the built-in simulator",
+                    "Starts simulated providers and a webhook receiver on 127.0.0.1, runs the\n"
+                    "real daemon with a temporary config, tracks calls and shows them settle.")
     demo.add_argument("--calls", type=int, default=9, help="how many calls to simulate")
     _delivery_parsers(commands)
     return parser
 
 
 def _delivery_parsers(commands: Any) -> None:
-    listing = commands.add_parser("deliveries", help="webhook deliveries, newest first")
+    listing = _command(commands, "deliveries", "webhook deliveries, newest first",
+                       "Grouped by call and endpoint: event id, event type, state, attempts,\n"
+                       "the last answer and when the next attempt is due.")
     which = listing.add_mutually_exclusive_group()
     which.add_argument("--failed", action="store_true",
                        help="only those waiting after a failed attempt or for a disabled endpoint")
@@ -66,7 +140,9 @@ def _delivery_parsers(commands: Any) -> None:
     listing.add_argument("--endpoint", metavar="URL", help="only deliveries to this URL")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.add_argument("--limit", type=int, default=50, help="how many to list")
-    replay = commands.add_parser("replay", help="send deliveries again (the same webhook-id)")
+    replay = _command(commands, "replay", "send deliveries again (the same webhook-id)",
+                      "Re-queues every delivery of one event (even delivered ones), or every\n"
+                      "dead one; a running daemon sends them within about a second.")
     replay.add_argument("event_id", nargs="?", metavar="EVENT_ID",
                         help="every delivery of this event (msg_...), even delivered ones")
     replay.add_argument("--dead", action="store_true",
@@ -79,15 +155,46 @@ def _delivery_parsers(commands: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``callwatch`` command."""
+    try:
+        try:
+            code = _main(argv)
+        except SystemExit as exc:  # --help and --version print, then exit 0
+            code = exc.code if isinstance(exc.code, int) else 0
+        sys.stdout.flush()  # here, not at interpreter exit, where a closed pipe cannot be caught
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 0
+    return code
+
+
+def _stdout_to_devnull() -> None:
+    """The reader of stdout went away (``| head``): drop what is left, quietly.
+
+    The Python docs' recipe: point stdout at /dev/null so that the flush at exit cannot
+    fail again and print "Exception ignored ... BrokenPipeError". Exit 0, not 141: the
+    reader got what it asked for, and CONTRACT.md's exit codes stay 0, 1 and 2.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (a test's capture)
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)
+    except BrokenPipeError:
+        raise
     except UsageError as exc:
         return _fail(2, str(exc), debug)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            print(_error_prefix() + problem, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -102,15 +209,24 @@ def _fail(code: int, message: str, debug: bool) -> int:
         import traceback
 
         traceback.print_exc()
-    print(f"callwatch: error: {message}", file=sys.stderr)
+    print(f"{_error_prefix()}callwatch: error: {message}", file=sys.stderr)
     return code
+
+
+def _error_prefix() -> str:
+    """``<3>`` when stderr is journald's stream (check-config run by ``ExecReload=``): the
+    problems then reach ``journalctl -p err`` like the daemon's own errors."""
+    from worker import logs
+
+    return "<3>" if logs.is_journal(sys.stderr, os.environ) else ""
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     from worker import logs
 
     # Commands other than run keep stdout for their output; only warnings go to stderr.
-    logs.setup("debug" if args.debug else "warning")
+    logs.setup("debug" if args.debug else "warning",
+               journal=logs.is_journal(sys.stderr, os.environ))
     if args.command == "demo":
         from worker.demo import run_demo
 
@@ -118,7 +234,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     # Only the daemon and check-config need the credentials; an operator's shell that tracks a
     # call or reads status must not need the daemon's secrets.
     needs_secrets = args.command in ("run", "check-config")
-    config = load(config_path(args.config, os.environ), resolve_secrets=needs_secrets)
+    environ: dict[str, str] = dict(os.environ)
+    if getattr(args, "credentials_dir", None):
+        environ["CREDENTIALS_DIRECTORY"] = args.credentials_dir
+    config = load(config_path(args.config, environ), environ, resolve_secrets=needs_secrets)
     if args.command == "check-config":
         return _check_config(config)
     if args.command == "run":
@@ -130,7 +249,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if args.provider is not None and args.call_id is None:
             raise UsageError("status takes either nothing or PROVIDER CALL_ID")
-        return anyio.run(show_status, config, args.provider, args.call_id, args.json, args.limit)
+        return anyio.run(partial(show_status, config, args.provider, args.call_id, args.json,
+                                 args.limit, state=args.state, only_provider=args.only_provider))
     if args.command in ("deliveries", "replay"):
         from worker.webhooks.commands import BadInputError, run_command
 
@@ -142,6 +262,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _check_config(config: Config) -> int:
+    from worker.preflight import preflight
+
+    if problems := preflight(config):
+        raise ConfigError(problems)
     hooks = len(config.webhooks)
     print(f"{config.source}: OK - providers: {', '.join(sorted(config.providers))}; "
           f"{hooks} webhook endpoint{'s' if hooks != 1 else ''}; database {config.worker.database}"
@@ -162,7 +286,7 @@ def _run(config: Config) -> int:
     from worker.daemon import Daemon
     from worker.store.base import StoreError
 
-    logs.setup(config.worker.log_level)
+    logs.setup(config.worker.log_level, journal=logs.is_journal(sys.stderr, os.environ))
     try:
         anyio.run(Daemon(config, environ=os.environ, early_signals=early).run)
     except StoreError as exc:

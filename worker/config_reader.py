@@ -116,7 +116,9 @@ class Reader:
     def _read_secret_file(self, section: Section, key: str, name: str) -> str | None:
         candidates = []
         if not Path(name).is_absolute() and (cred := self.environ.get("CREDENTIALS_DIRECTORY")):
-            candidates.append(Path(cred) / name)
+            # The unit loads a whole folder (LoadCredential=callwatch:/etc/callwatch/credentials),
+            # which systemd names callwatch_FILENAME; a single-file LoadCredential= keeps NAME.
+            candidates += [Path(cred) / name, Path(cred) / f"{CREDENTIAL_PREFIX}{name}"]
         candidates.append(self.path.parent / name)
         for candidate in candidates:
             try:
@@ -139,6 +141,9 @@ class Reader:
         where = " or ".join(str(c) for c in candidates)
         section.problem(key, f"file not found: {where}")
         return None
+
+
+CREDENTIAL_PREFIX = "callwatch_"  # the ID of the unit's LoadCredential= folder, plus "_"
 
 
 def one_line(text: str) -> str:

@@ -14,7 +14,8 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import anyio
 import httpx
@@ -223,17 +224,27 @@ class Daemon:
                     self._stop.set()
 
     async def _reload(self, runtime: Runtime) -> None:
-        """SIGHUP: re-read the config; apply what can change live, keep the old one if bad."""
+        """SIGHUP: re-read the config; apply what can change live, keep the old one if bad.
+
+        A reload is held to ``check-config``'s standard (``preflight`` too), so that the
+        unit's ``ExecReload=`` (check-config, then SIGHUP) and the daemon always agree. A
+        rejection stays in the STATUS= line until a reload succeeds.
+        """
         self.notifier.reloading()
         try:
-            new = await anyio.to_thread.run_sync(load, self.config.source, self.environ)
+            new = await anyio.to_thread.run_sync(_load_checked, self.config.source, self.environ)
         except ConfigError as exc:
             log.error("config.reload_rejected", problems=exc.problems,  # noqa: TRY400 - a user mistake, not a crash: no traceback
                       hint="the previous configuration stays in force")
+            more = f" (+{len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+            self.notifier.note = (f"reload rejected: {exc.problems[0]}{more}; "
+                                  f"the previous config stays in force")
         else:
+            self.notifier.note = None
             for what in restart_needed(self.config, new):
                 log.warning("config.restart_needed", setting=what,
                             hint="this change takes effect at the next restart")
+            changed = changed_keys(self.config.raw, new.raw)
             self.config = runtime.config = new
             runtime.scheduler.reconfigure(lanes_for(new, runtime.client))
             for component in self._components:
@@ -241,8 +252,39 @@ class Daemon:
                 if reconfigure is not None and component is not runtime.scheduler:
                     reconfigure(new)
             log.info("config.reloaded", source=str(new.source), webhooks=len(new.webhooks),
-                     providers=sorted(new.providers))
+                     providers=sorted(new.providers), changed=changed)
         self.notifier.ready(await status_line(runtime.store, self._components))
+
+
+def _load_checked(path: Path, environ: Mapping[str, str]) -> Config:
+    """``load`` plus ``check-config``'s checks of the machine: what a reload accepts."""
+    from worker.preflight import preflight
+
+    config = load(path, environ)
+    if problems := preflight(config):
+        raise ConfigError(problems)
+    return config
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose value differs between two parsed TOML documents (added or removed too).
+
+    Read from the file's own tables, so secrets show only as the names of their variables or
+    files, never as values: ``["tracking.poll_interval", "webhooks[1]"]``.
+    """
+    changed: list[str] = []
+    for key in sorted(set(old) | set(new), key=str):
+        name = f"{prefix}.{key}" if prefix else str(key)
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            changed += changed_keys(before, after, name)
+        elif (isinstance(before, list) and isinstance(after, list) and len(before) == len(after)
+              and all(isinstance(t, dict) for t in [*before, *after])):
+            for index, (one, two) in enumerate(zip(before, after, strict=True)):
+                changed += changed_keys(one, two, f"{name}[{index}]")
+        elif before != after:
+            changed.append(name)
+    return changed
 
 
 def restart_needed(old: Config, new: Config) -> list[str]:

@@ -25,6 +25,9 @@ class Notifier:
     def __init__(self, address: str | None, *, watchdog_usec: int | None = None) -> None:
         self.address = address
         self.watchdog_usec = watchdog_usec
+        # Shown before every STATUS= line while set: a rejected reload stays visible in
+        # `systemctl status` (the line is refreshed every few seconds) until one succeeds.
+        self.note: str | None = None
         self._sock: socket.socket | None = None
         if address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
@@ -53,6 +56,8 @@ class Notifier:
         """Send one message, e.g. ``send(READY=1, STATUS="tracking 3 calls")``."""
         if self._sock is None or self.address is None:
             return False
+        if "STATUS" in fields and self.note:
+            fields["STATUS"] = f"{self.note}; {fields['STATUS']}"
         text = "\n".join(f"{key}={_one_line(str(value))}" for key, value in fields.items())
         target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         try:

@@ -15,19 +15,10 @@ from worker.events import call_data, rfc3339
 from worker.model import TrackedCall
 from worker.store.base import Store, StoreNotFoundError
 from worker.store.factory import open_configured
+from worker.terminal import WIDTH, age, printable, say, shorten, table
 from worker.urls import safe_url
 
-
-def age(seconds: float) -> str:
-    """A short human duration: ``42s``, ``7m``, ``3h12m``, ``2d4h``."""
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+__all__ = ["age", "call_json", "show_status", "table"]  # age, table: shared with deliveries
 
 
 def state_of(call: TrackedCall) -> str:
@@ -45,16 +36,34 @@ def recordings_summary(call: TrackedCall) -> str:
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
 
 
-def table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
+def next_poll(call: TrackedCall, now: float) -> str:
+    """The NEXT POLL cell: ``in 12s``, ``due now``, ``overdue 2m`` (late), ``-`` (settled).
+
+    A poll a few seconds late is normal (a running daemon claims due calls about every
+    second); beyond ``OVERDUE_AFTER`` it means the daemon is down, stuck or overloaded.
+    """
+    if call.terminal is not None:
+        return "-"
+    if call.next_poll_at > now:
+        return f"in {age(call.next_poll_at - now)}"
+    if now - call.next_poll_at < OVERDUE_AFTER:
+        return "due now"
+    return f"overdue {age(now - call.next_poll_at)}"
+
+
+OVERDUE_AFTER = 5.0
+SCAN_WHEN_FILTERED = 10_000  # newest calls read when --state/--provider filter them
+
+
+def matches(call: TrackedCall, state: str | None, provider: str | None) -> bool:
+    """Whether ``call`` passes ``status --state`` and ``--provider``."""
+    return ((state is None or state_of(call) == state)
+            and (provider is None or call.provider == provider))
 
 
 async def show_status(config: Config, provider: str | None, call_id: str | None,
-                      as_json: bool, limit: int) -> int:
+                      as_json: bool, limit: int, *, state: str | None = None,
+                      only_provider: str | None = None) -> int:
     """Print the overview or one call's detail; exit code 0, or 1 for an unknown call."""
     try:
         store = await open_configured(config, create=False)
@@ -64,19 +73,20 @@ async def show_status(config: Config, provider: str | None, call_id: str | None,
     try:
         if provider is not None and call_id is not None:
             return await _one(store, provider, call_id, as_json)
-        return await _overview(store, as_json, limit)
+        return await _overview(store, as_json, limit, state, only_provider)
     finally:
         await store.close()
 
 
-async def _overview(store: Store, as_json: bool, limit: int) -> int:
+async def _overview(store: Store, as_json: bool, limit: int, state: str | None,
+                    only_provider: str | None) -> int:
     from worker.archive.report import overview_lines, state_json
     from worker.webhooks.commands import counts_json, counts_lines
 
     counts = await store.counts()
     deliveries = await store.delivery_counts()
     archive = await store.archive_state()
-    calls = await store.list_calls(limit=limit, include_terminal=True)
+    calls = await _calls(store, limit, state, only_provider)
     now = time.time()
     if as_json:
         print(json.dumps({
@@ -89,29 +99,47 @@ async def _overview(store: Store, as_json: bool, limit: int) -> int:
         }, indent=2))
         return 0
     totals: dict[str, int] = {}
-    for (_, state), n in counts.calls_by_state.items():
-        totals[state] = totals.get(state, 0) + n
-    summary = ", ".join(f"{n} {state}" for state, n in sorted(totals.items())) or "none"
-    print(f"calls: {summary}; active: {counts.active}; events written: {counts.events}")
-    print("\n".join(counts_lines(deliveries, now)))
+    for (_, kind), n in counts.calls_by_state.items():
+        totals[kind] = totals.get(kind, 0) + n
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(totals.items())) or "none"
+    say(f"calls: {summary}; active: {counts.active}; events written: {counts.events}")
+    say("\n".join(counts_lines(deliveries, now)))
     for line in overview_lines(archive, now):
-        print(line)
-    if counts.oldest_due_at is not None and counts.oldest_due_at < now - 5:
-        print(f"warning: the oldest due poll is {age(now - counts.oldest_due_at)} late "
-              f"(is the daemon running?)")
+        say(line)
+    if counts.oldest_due_at is not None and counts.oldest_due_at < now - OVERDUE_AFTER:
+        say(f"warning: the oldest due poll is {age(now - counts.oldest_due_at)} overdue "
+            f"(is the daemon running?)")
     rows = [[c.provider, c.call_id, state_of(c), age(now - c.tracked_at),
-             recordings_summary(c),
-             age(c.next_poll_at - now) if c.terminal is None and c.next_poll_at > now else "-"]
-            for c in calls]
+             recordings_summary(c), next_poll(c, now)] for c in calls]
     if rows:
-        print()
-        print(table(rows, ["PROVIDER", "CALL", "STATE", "AGE", "RECORDINGS", "NEXT POLL"]))
+        say()
+        say(table(rows, ["PROVIDER", "CALL", "STATE", "AGE", "RECORDINGS", "NEXT POLL"],
+                  shrink=("RECORDINGS",)))
+    elif state or only_provider:
+        say("\nno call matches " + " and ".join(
+            f"--{name} {value}" for name, value in (("state", state),
+                                                   ("provider", only_provider)) if value))
     return 0
+
+
+async def _calls(store: Store, limit: int, state: str | None,
+                 only_provider: str | None) -> list[TrackedCall]:
+    """The newest ``limit`` calls, filtered by ``--state`` and ``--provider``.
+
+    The store lists the newest calls; with a filter, up to ``SCAN_WHEN_FILTERED`` of them are
+    read and filtered here (a settled state is rarely among the very newest).
+    """
+    if state is None and only_provider is None:
+        return await store.list_calls(limit=limit, include_terminal=True)
+    settled = state in (None, "completed", "tracking_failed")
+    found = await store.list_calls(limit=max(limit, SCAN_WHEN_FILTERED),
+                                   include_terminal=settled)
+    return [c for c in found if matches(c, state, only_provider)][:limit]
 
 
 async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
     from worker.archive.report import downloads_json, recording_lines
-    from worker.webhooks.commands import delivery_json, delivery_rows
+    from worker.webhooks.commands import delivery_json, delivery_lines
 
     call = await store.get_call(provider, call_id)
     if call is None:
@@ -129,8 +157,8 @@ async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
         print(json.dumps(data, indent=2))
         return 0
     now = time.time()
-    print(f"{call.provider} {call.call_id}: {state_of(call)}"
-          + (f" ({call.terminal_reason})" if call.terminal_reason else ""))
+    say(f"{call.provider} {call.call_id}: {state_of(call)}"
+        + (f" ({call.terminal_reason})" if call.terminal_reason else ""))
     fields = [
         ("provider status", call.provider_status or "-"),
         ("tracked", f"{rfc3339(call.tracked_at)} ({age(now - call.tracked_at)} ago)"),
@@ -138,25 +166,24 @@ async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
         ("ended", rfc3339(call.ended_at) or "-"),
         ("end reason", call.end_reason or "-"),
         ("last poll", rfc3339(call.last_polled_at) or "never"),
-        ("next poll", rfc3339(call.next_poll_at) if call.terminal is None else "none (done)"),
+        ("next poll", f"{rfc3339(call.next_poll_at)} ({next_poll(call, now)})"
+         if call.terminal is None else "none (done)"),
         ("poll failures", str(call.consecutive_failures)),
         *([("set aside", call.set_aside)] if call.set_aside else []),
         ("metadata", json.dumps(dict(call.metadata)) if call.metadata else "-"),
         ("webhook", safe_url(call.webhook_url) if call.webhook_url else "-"),
     ]
-    for name, value in fields:
-        print(f"  {name:<16}{value}")
-    print("\nrecordings:" if call.recordings else "\nrecordings: none")
+    for name, value in fields:  # cut to 100 columns: --json has every value whole
+        say(f"  {name:<16}{shorten(printable(value), WIDTH - 18)}")
+    say("\nrecordings:" if call.recordings else "\nrecordings: none")
     for line in recording_lines(call, downloads, now):
-        print(line)
-    print(f"\nevents ({len(events)}):")
+        say(line)
+    say(f"\nevents ({len(events)}):")
     for event in events:
-        print(f"  {rfc3339(event.occurred_at)}  {event.type:<26} {event.id}")
-    print(f"\nwebhook deliveries ({len(deliveries)}):")
-    if deliveries:
-        print(table(delivery_rows(deliveries, now, with_call=False),
-                    ["EVENT", "ENDPOINT", "STATE", "ATTEMPTS", "LAST", "NEXT ATTEMPT",
-                     "EVENT ID"]))
+        say(f"  {rfc3339(event.occurred_at)}  {event.type:<26} {event.id}")
+    say(f"\nwebhook deliveries ({len(deliveries)}):")
+    for line in delivery_lines(deliveries, now, with_call=False, width=98):
+        say("  " + line)
     return 0
 
 

@@ -108,7 +108,8 @@ async def test_abstract_socket_and_no_socket_are_fine(sim: Simulator, tmp_path: 
 
 async def test_sighup_reload_good_and_bad(sim: Simulator, tmp_path: Path,
                                           notify_socket: tuple[socket.socket, str]) -> None:
-    """SIGHUP re-reads the config: RELOADING=1 then READY=1; a broken file keeps the old one."""
+    """SIGHUP re-reads the config: RELOADING=1 then READY=1, and logs what changed; a broken
+    file keeps the old one and says so in STATUS= until a reload succeeds."""
     sock, path = notify_socket
     messages = Messages(sock)
     daemon = make_daemon(sim, tmp_path, {"NOTIFY_SOCKET": path})
@@ -121,6 +122,10 @@ async def test_sighup_reload_good_and_bad(sim: Simulator, tmp_path: Path,
         daemon.proc.send_signal(signal.SIGHUP)
         await wait_until(lambda: _logged(daemon, "config.reloaded"), 10, "reloaded", daemon)
         assert messages.having("RELOADING")
+        reloaded = next(line for line in daemon.log_lines()
+                        if line.get("event") == "config.reloaded")
+        assert reloaded["changed"] == [f"tracking.{kind}poll_interval"  # each one, replaced
+                                       for kind in ("pending_", "", "recording_")]
         daemon.config.write_text(good + "\n[worker.oops]\nnot = \"valid\"\n")
         daemon.proc.send_signal(signal.SIGHUP)
         await wait_until(lambda: _logged(daemon, "config.reload_rejected"), 10, "rejected",
@@ -130,6 +135,11 @@ async def test_sighup_reload_good_and_bad(sim: Simulator, tmp_path: Path,
         problems = rejected["problems"]
         assert isinstance(problems, list)
         assert any("worker.oops" in p for p in problems)
+        assert rejected["level"] == "error"
+        await wait_until(lambda: any("reload rejected: " in m.get("STATUS", "")
+                                     and "worker.oops" in m["STATUS"]
+                                     for _, m in messages.having("STATUS")),
+                         10, "STATUS=reload rejected", daemon)
         # still working with the old config: a new call is polled and started
         script = sim.world.add_call("ultravox", starts_after=0, lasts=600)
         from tests.e2e.test_daemon import track_directly

@@ -16,9 +16,9 @@ from typing import Any
 
 from worker.config import Config
 from worker.events import rfc3339
-from worker.status import age, table
 from worker.store.base import Store, StoreNotFoundError
 from worker.store.factory import open_configured
+from worker.terminal import WIDTH, age, printable, shorten, table
 from worker.urls import safe_url
 from worker.webhooks.base import DeliveryCounts, DeliveryView, ListFilter
 
@@ -86,9 +86,7 @@ async def _deliveries(store: Store, args: argparse.Namespace) -> int:
     if not found:
         print("no deliveries" + (f" ({only})" if only else ""))
         return 0
-    print(table(delivery_rows(found, time.time(), with_call=True),
-                ["EVENT", "CALL", "ENDPOINT", "STATE", "ATTEMPTS", "LAST", "NEXT ATTEMPT",
-                 "EVENT ID"]))
+    print("\n".join(delivery_lines(found, time.time(), with_call=True)))
     return 0
 
 
@@ -113,17 +111,29 @@ async def _replay(store: Store, args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- shared views
 
 
-def delivery_rows(views: list[DeliveryView], now: float, *, with_call: bool) -> list[list[str]]:
-    """Table rows: event type, [call,] endpoint, state, attempts, last answer, next, id."""
-    rows = []
+DELIVERY_HEADERS = ["EVENT ID", "EVENT", "STATE", "TRIES", "LAST", "NEXT"]
+
+
+def delivery_lines(views: list[DeliveryView], now: float, *, with_call: bool,
+                   width: int = WIDTH) -> list[str]:
+    """Deliveries grouped under ``CALL -> ENDPOINT`` headings, newest group first.
+
+    One row per delivery would need about 180 columns (two ids, a URL, an error); under a
+    heading each row keeps the event id whole (``replay`` takes it) in 100 columns.
+    """
+    groups: dict[tuple[str, str], list[DeliveryView]] = {}
     for view in views:
-        row = [view.event_type]
-        if with_call:
-            row.append(f"{view.provider} {view.call_id}")
-        row += [safe_url(view.endpoint), str(view.state), str(view.attempts), _last(view),
-                _next(view, now), view.event_id]
-        rows.append(row)
-    return rows
+        key = (f"{view.provider} {view.call_id}" if with_call else "", view.endpoint)
+        groups.setdefault(key, []).append(view)
+    lines: list[str] = []
+    for (call, endpoint), members in groups.items():
+        shown = safe_url(endpoint)
+        lines.append(shorten(printable(f"{call} -> {shown}" if call else shown), width))
+        rows = [[v.event_id, v.event_type, str(v.state), str(v.attempts), _last(v),
+                 _next(v, now)] for v in members]
+        lines += ["  " + line for line in table(rows, DELIVERY_HEADERS, shrink=("LAST", "NEXT"),
+                                                width=width - 2).splitlines()]
+    return lines
 
 
 def delivery_json(view: DeliveryView) -> dict[str, Any]:
@@ -159,15 +169,14 @@ def counts_json(counts: DeliveryCounts) -> dict[str, Any]:
 
 
 def _last(view: DeliveryView) -> str:
-    text = view.last_error or (str(view.last_status) if view.last_status is not None else "-")
-    return text if len(text) <= 40 else text[:39] + "…"
+    return view.last_error or (str(view.last_status) if view.last_status is not None else "-")
 
 
 def _next(view: DeliveryView, now: float) -> str:
     if view.in_flight:
         return "in flight"
     if view.next_attempt_at is None:
-        return "waits for an earlier event" if view.state == "pending" else "-"
+        return "behind earlier" if view.state == "pending" else "-"
     if view.next_attempt_at <= now:
         return "due now"
     return f"in {age(view.next_attempt_at - now)}"
