@@ -31,6 +31,7 @@ from worker.config_sections import (
     parse_api,
     parse_archive,
     parse_delivery,
+    parse_s3_url,
 )
 from worker.secrets import Secret
 
@@ -105,8 +106,14 @@ class WorkerConfig:
 
     database: Path
     archive_dir: Path | None = None
+    archive: str | None = None  # "s3://bucket/prefix": object storage instead of archive_dir
     log_level: str = "info"
     drain_grace: float = 20.0  # on SIGTERM, how long in-flight work may take to finish
+
+    @property
+    def archiving(self) -> bool:
+        """Whether recordings are archived (to a folder or to object storage)."""
+        return self.archive_dir is not None or self.archive is not None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -269,6 +276,11 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
     worker_section = Section(reader, root.table("worker"), "worker")
     database = worker_section.get("database", str, "callwatch.db", not_empty)
     archive = worker_section.optional_str("archive_dir")
+    archive_url = worker_section.optional_str("archive")
+    if archive and archive_url:
+        worker_section.problem("archive", "give either archive_dir or archive, not both")
+    elif archive_url is not None and isinstance(problem := parse_s3_url(archive_url), str):
+        worker_section.problem("archive", problem)
     log_level = worker_section.get(
         "log_level", str, "info",
         lambda v: None if v in ("debug", "info", "warning", "error")
@@ -279,7 +291,7 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
     worker = WorkerConfig(
         database=_resolve(worker_section, "database", base, database),
         archive_dir=_resolve(worker_section, "archive_dir", base, archive) if archive else None,
-        log_level=log_level, drain_grace=drain_grace)
+        archive=archive_url, log_level=log_level, drain_grace=drain_grace)
 
     tracking_section = Section(reader, root.table("tracking"), "tracking")
     tracking = _tracking(tracking_section, TrackingConfig())
@@ -310,7 +322,8 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
             continue
         if (hook := _webhook(reader, index, table)) is not None:
             webhooks.append(hook)
-    archive_config = parse_archive(reader, Section(reader, root.table("archive"), "archive"))
+    archive_config = parse_archive(reader, Section(reader, root.table("archive"), "archive"),
+                                   None if archive else archive_url)
     delivery = parse_delivery(reader, Section(reader, root.table("delivery"), "delivery"))
     api = parse_api(reader, Section(reader, root.table("api"), "api"))
     root.unknown()

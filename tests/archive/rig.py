@@ -15,6 +15,7 @@ from anyio.abc import TaskGroup
 
 from worker.archive.archiver import Archiver
 from worker.archive.disk import FileOps
+from worker.archive.folder import FolderTarget
 from worker.config import Config, load
 from worker.daemon import http_client, lanes_for
 from worker.demo import write_config
@@ -130,8 +131,9 @@ async def archive_rig(tmp_path: Path, *, archive: Mapping[str, object] | None = 
             async with http_client(config) as client, anyio.create_task_group() as tg:
                 scheduler = Scheduler(store, lanes_for(config, client), idle_wait=0.1)
                 archiver = Archiver(store=store, lanes=scheduler.lanes, client=client,
-                                    archive_dir=config.worker.archive_dir, config=config.archive,
-                                    retry_base=0.05, probe_interval=0.1, idle_wait=0.1, ops=ops)
+                                    target=FolderTarget(config.worker.archive_dir, ops),
+                                    config=config.archive, retry_base=0.05, probe_interval=0.1,
+                                    idle_wait=0.1)
                 scheduler.on_commit(archiver.wake)
                 rig = Rig(sim=sim, config=config, store=store, scheduler=scheduler,
                           archiver=archiver, task_group=tg, gets=count_gets(sim))
