@@ -139,7 +139,8 @@ class S3Upload:
                             metadata={"sha256": self.sha256, "size": str(self.size)})
             placed = await rest.head(key)
             if (placed is None or placed.size != self.size
-                    or placed.metadata.get("sha256") != self.sha256):
+                    or placed.metadata.get("sha256") != self.sha256
+                    or placed.checksum_sha256 not in (None, self.sha256)):
                 with contextlib.suppress(TargetError):
                     await rest.delete(key)
                 raise TargetError(Fault.RETRY, "the copied object does not match what was sent")

@@ -12,6 +12,7 @@ header, a URL query or a response body beyond S3's one-word error ``Code``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -47,6 +48,7 @@ class Head:
     size: int
     content_type: str | None
     metadata: Mapping[str, str]  # x-amz-meta-* without the prefix
+    checksum_sha256: str | None = None  # S3's own full-object SHA-256 (hex), when it has one
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -54,6 +56,15 @@ class PendingUpload:
     key: str
     upload_id: str
     initiated: float  # POSIX seconds
+
+
+def _hex(checksum: str) -> str | None:
+    """S3's base64 ``x-amz-checksum-sha256`` as hex; None for a composite ``...-N`` one."""
+    try:
+        raw = base64.b64decode(checksum, validate=True)
+    except ValueError:
+        return None
+    return raw.hex() if len(raw) == 32 else None
 
 
 def _hmac(key: bytes, text: str) -> bytes:
@@ -135,18 +146,23 @@ class S3Rest:
         return response
 
     async def head(self, key: str) -> Head | None:
-        response = await self.request("HEAD", key, what="HEAD", ok=(200, 404))
+        response = await self.request("HEAD", key, what="HEAD", ok=(200, 404),
+                                      headers={"x-amz-checksum-mode": "ENABLED"})
         if response.status_code == 404:
             return None
         meta = {k[11:]: v for k, v in response.headers.items() if k.startswith("x-amz-meta-")}
+        checksum = response.headers.get("x-amz-checksum-sha256")
         return Head(size=int(response.headers.get("content-length", "-1")),
-                    content_type=response.headers.get("content-type"), metadata=meta)
+                    content_type=response.headers.get("content-type"), metadata=meta,
+                    checksum_sha256=_hex(checksum) if checksum else None)
 
     async def copy(self, source: str, target: str, *, content_type: str,
                    metadata: Mapping[str, str]) -> None:
         """Server-side copy ``source`` -> ``target`` with new type and metadata (CopyObject)."""
         headers = {"x-amz-copy-source": "/" + quote(f"{self._bucket}/{source}", safe="/-_.~"),
-                   "x-amz-metadata-directive": "REPLACE", "content-type": content_type}
+                   "x-amz-metadata-directive": "REPLACE", "content-type": content_type,
+                   # S3 computes the copy's own full-object SHA-256 (a single-part object).
+                   "x-amz-checksum-algorithm": "SHA256"}
         headers.update({f"x-amz-meta-{k}": v for k, v in metadata.items()})
         response = await self.request("PUT", target, headers=headers, what="CopyObject")
         if b"<Error>" in response.content[:512]:  # S3 can fail a copy inside a 200
