@@ -323,7 +323,7 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
         if (hook := _webhook(reader, index, table)) is not None:
             webhooks.append(hook)
     archive_config = parse_archive(reader, Section(reader, root.table("archive"), "archive"),
-                                   None if archive else archive_url)
+                                   archive_url)
     delivery = parse_delivery(reader, Section(reader, root.table("delivery"), "delivery"))
     api = parse_api(reader, Section(reader, root.table("api"), "api"))
     root.unknown()

@@ -79,7 +79,7 @@ def parse_s3_url(value: str) -> tuple[str, str] | str:
     if parts.scheme != "s3" or not _BUCKET.fullmatch(bucket) or parts.query or parts.fragment:
         return 'must be "s3://BUCKET" or "s3://BUCKET/PREFIX" (a bucket name: a-z 0-9 . -)'
     if "//" in prefix or any(p in (".", "..") for p in prefix.split("/")):
-        return "the prefix must not hold empty, . or .. segments"
+        return 'must be "s3://BUCKET/PREFIX" with no empty, . or .. segment in the prefix'
     return bucket, prefix
 
 
