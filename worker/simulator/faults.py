@@ -39,6 +39,7 @@ class Fault(enum.StrEnum):
     EXPIRE_MID_DOWNLOAD = "expire_mid_download"  # send `after` bytes, stall `stall` s, cut;
     # the link is dead (403) from then until the provider hands out a fresh one
     WRONG_CONTENT_TYPE = "wrong_content_type"  # download: the bytes, labelled `content_type`
+    DRIP = "drip"  # download: `after` bytes, then one byte every `delay` seconds
 
 
 _EARLY = frozenset({Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.SLOW, Fault.HTML_ERROR})
@@ -48,6 +49,7 @@ DOWNLOAD_FAULTS = _EARLY | {
     Fault.XML_ERROR_200,
     Fault.EXPIRE_MID_DOWNLOAD,
     Fault.WRONG_CONTENT_TYPE,
+    Fault.DRIP,
 }
 _SERVER_ERRORS = (500, 502, 503)
 
