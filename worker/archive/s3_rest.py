@@ -23,6 +23,7 @@ from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 
 import httpx
+import stamina
 
 from worker.archive.target import Fault, TargetError
 from worker.secrets import Secret
@@ -112,6 +113,14 @@ def classify(status: int, code: str | None, what: str) -> TargetError:
     return TargetError(Fault.RETRY, f"object storage failed {what}: {label}")
 
 
+RETRY_ATTEMPTS = 4
+RETRY_TIMEOUT = 30.0
+
+
+def _retryable(exc: Exception) -> bool:
+    return isinstance(exc, TargetError) and exc.kind is Fault.RETRY
+
+
 class S3Rest:
     """Signed, path-style (or virtual-hosted on AWS) requests to one bucket."""
 
@@ -133,6 +142,17 @@ class S3Rest:
     async def request(self, method: str, key: str, *, query: str = "",
                       headers: Mapping[str, str] | None = None, body: bytes = b"",
                       what: str, ok: tuple[int, ...] = (200,)) -> httpx.Response:
+        """One signed request; 5xx, SlowDown, timeouts are retried with back-off (stamina)
+        for up to ``RETRY_TIMEOUT`` seconds before the attempt fails; PAUSE errors at once."""
+        async for attempt in stamina.retry_context(on=_retryable, attempts=RETRY_ATTEMPTS,
+                                                   timeout=RETRY_TIMEOUT):
+            with attempt:
+                return await self._request(method, key, query, headers, body, what, ok)
+        raise AssertionError("unreachable: stamina re-raises the last failure")  # pragma: no cover
+
+    async def _request(self, method: str, key: str, query: str,  # noqa: PLR0917
+                       headers: Mapping[str, str] | None, body: bytes, what: str,
+                       ok: tuple[int, ...]) -> httpx.Response:
         url = self._url(key, query)
         signed = sign(method, url, dict(headers or {}), hashlib.sha256(body).hexdigest(),
                       self._credentials, self._region, datetime.now(UTC))
