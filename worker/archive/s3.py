@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from obstore.store import ClientConfig
     from obstore.store import S3Config as StoreConfig
 
-CHUNK = 8 * 1024 * 1024  # multipart part size
-CONCURRENCY = 4  # parts in flight: memory ~ CHUNK * (CONCURRENCY + 1)
+CHUNK = 5 * 1024 * 1024  # multipart part size (S3's minimum: memory per download stays small)
+CONCURRENCY = 3  # parts in flight: memory ~ CHUNK * (CONCURRENCY + 1)
 QUEUE = 4  # batches waiting between the download and the upload
 PROBE = b"callwatch probe\n"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -156,15 +156,24 @@ class S3Upload:
         except BaseError as exc:
             raise classify_obstore(exc, "the upload") from None
         except _AbortError:
-            pass
+            pass  # abort() ended the stream: obstore aborted its multipart upload
+        except asyncio.CancelledError:
+            if not put.cancelled():
+                raise
+            # The put was cancelled (abort() with a full queue): _drop_scratch aborts its
+            # multipart upload. An anyio scope cancelling us re-delivers at the next await.
 
     async def abort(self) -> None:
         send, put = self._send, self._put
         self._send = None
         if send is not None:
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError,
-                                     anyio.WouldBlock):
+            try:  # an error at the end of the stream makes obstore abort its upload
                 send.send_nowait(_AbortError())
+            except anyio.WouldBlock:  # the queue is full: stop the upload where it is
+                if put is not None:
+                    put.cancel()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
             send.close()
         if put is not None:
             with anyio.move_on_after(30), contextlib.suppress(Exception):
