@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import anyio
 import pytest
 
 from tests.archive.conftest import S3_KEY_ID, S3_SECRET, S3Server, s3_config
@@ -200,3 +201,16 @@ def test_s3_errors_are_classified(status: int, code: str | None, kind: Fault) ->
     (moto accepts any key pair, so wrong credentials are pinned here on S3's error codes.)
     """
     assert classify(status, code, "PutObject").kind is kind
+
+
+async def test_s3_an_upload_refused_mid_stream_fails_instead_of_hanging(
+        s3_server: S3Server) -> None:
+    """The put fails (no bucket) before reading its input: write raises a PAUSE error at once
+    rather than blocking on a full queue until max_seconds."""
+    target = S3Target(s3_config(s3_server, "no-such-bucket"), stale_after=3600)
+    upload = await target.start("rec-1")
+    with anyio.fail_after(20), pytest.raises(TargetError) as caught:
+        await upload.write([bytes(64 * 1024)] * 200)  # far more than the queue holds
+    assert caught.value.kind is Fault.PAUSE
+    await upload.abort()
+    await target.close()

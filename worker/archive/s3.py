@@ -64,10 +64,11 @@ def classify_obstore(exc: BaseException, what: str) -> TargetError:
     """An obstore error as the archiver should act on it (the text may quote the URL)."""
     text = str(exc)
     code = next((c for c in PAUSE_CODES if c in text), None)
-    if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or code is not None:
+    if (isinstance(exc, PermissionDeniedError | UnauthenticatedError | PermissionError)
+            or code is not None):
         return TargetError(Fault.PAUSE, f"object storage refused {what}: "
                                         f"{code or type(exc).__name__}")
-    if isinstance(exc, NotFoundError):
+    if isinstance(exc, NotFoundError | FileNotFoundError):  # a put's "not found": the bucket
         return TargetError(Fault.PAUSE, f"object storage refused {what}: NoSuchBucket")
     return TargetError(Fault.RETRY, f"object storage failed {what}: {type(exc).__name__}")
 
@@ -100,6 +101,9 @@ class S3Upload:
         self._put = asyncio.ensure_future(obstore.put_async(
             self._target.store, self._scratch, _chunks(receive), use_multipart=True,
             chunk_size=CHUNK, max_concurrency=CONCURRENCY))
+        # A put that fails before it has read everything (bucket gone, access refused) must
+        # not leave write() blocked on a full queue: closing the receiving end wakes it.
+        self._put.add_done_callback(lambda _: receive.close())
 
     async def write(self, chunks: Sequence[bytes]) -> None:
         if self._send is None:
@@ -153,10 +157,10 @@ class S3Upload:
             return
         try:
             await put
-        except BaseError as exc:
-            raise classify_obstore(exc, "the upload") from None
         except _AbortError:
             pass  # abort() ended the stream: obstore aborted its multipart upload
+        except Exception as exc:  # obstore's BaseError, or builtin OSErrors it maps to
+            raise classify_obstore(exc, "the upload") from None
         except asyncio.CancelledError:
             if not put.cancelled():
                 raise
@@ -260,7 +264,7 @@ class S3Target:
                     if meta["last_modified"].timestamp() < horizon:
                         await self.rest.delete(meta["path"])
                         removed += 1
-        except BaseError as exc:
+        except (BaseError, OSError) as exc:
             raise classify_obstore(exc, "listing scratch objects") from None
         return removed
 
