@@ -32,6 +32,7 @@ SUITE: dict[str, list[str]] = {
     "outbox": ["--quick"],
     "relay": ["--quick"],
     "archive": ["--sizes", "8", "--reps", "1"],
+    "archive_s3": ["--sizes", "8", "--reps", "1"],
     "endlatency": ["--quick"],
 }
 

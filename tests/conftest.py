@@ -10,6 +10,8 @@ import structlog
 
 from worker.store.sqlite import SQLiteStore
 
+pytest_plugins = ["tests.s3server"]  # the session's S3 server (moto), for archive-target tests
+
 
 @pytest.fixture
 def anyio_backend() -> str:

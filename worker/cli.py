@@ -269,7 +269,7 @@ def _check_config(config: Config) -> int:
     hooks = len(config.webhooks)
     print(f"{config.source}: OK - providers: {', '.join(sorted(config.providers))}; "
           f"{hooks} webhook endpoint{'s' if hooks != 1 else ''}; database {config.worker.database}"
-          f"; archive {config.worker.archive_dir or 'off'}")
+          f"; archive {config.worker.archive_dir or config.worker.archive or 'off'}")
     return 0
 
 

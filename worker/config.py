@@ -33,6 +33,7 @@ from worker.config_sections import (
     parse_archive,
     parse_call_webhooks,
     parse_delivery,
+    parse_s3_url,
 )
 from worker.model import EventType
 from worker.secrets import Secret
@@ -118,9 +119,15 @@ class WorkerConfig:
 
     database: Path | str  # a SQLite file, or a postgresql:// URL (``store.factory.is_url``)
     archive_dir: Path | None = None
+    archive: str | None = None  # "s3://bucket/prefix": object storage instead of archive_dir
     log_level: str = "info"
     drain_grace: float = 20.0  # on SIGTERM, how long in-flight work may take to finish
     lease_seconds: float = 30.0  # how soon another worker takes over a dead worker's work
+
+    @property
+    def archiving(self) -> bool:
+        """Whether recordings are archived (to a folder or to object storage)."""
+        return self.archive_dir is not None or self.archive is not None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -279,6 +286,11 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
     worker_section = Section(reader, root.table("worker"), "worker")
     database = worker_section.get("database", str, "callwatch.db", not_empty)
     archive = worker_section.optional_str("archive_dir")
+    archive_url = worker_section.optional_str("archive")
+    if archive and archive_url:
+        worker_section.problem("archive", "give either archive_dir or archive, not both")
+    elif archive_url is not None and isinstance(problem := parse_s3_url(archive_url), str):
+        worker_section.problem("archive", problem)
     log_level = worker_section.get(
         "log_level", str, "info",
         lambda v: None if v in ("debug", "info", "warning", "error")
@@ -291,7 +303,8 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
         database=(database if database.startswith(DATABASE_URL_SCHEMES)
                   else _resolve(worker_section, "database", base, database)),
         archive_dir=_resolve(worker_section, "archive_dir", base, archive) if archive else None,
-        log_level=log_level, drain_grace=drain_grace, lease_seconds=lease_seconds)
+        archive=archive_url, log_level=log_level, drain_grace=drain_grace,
+        lease_seconds=lease_seconds)
 
     tracking_section = Section(reader, root.table("tracking"), "tracking")
     tracking = _tracking(tracking_section, TrackingConfig())
@@ -322,7 +335,8 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
             continue
         if (hook := _webhook(reader, index, table)) is not None:
             webhooks.append(hook)
-    archive_config = parse_archive(reader, Section(reader, root.table("archive"), "archive"))
+    archive_config = parse_archive(reader, Section(reader, root.table("archive"), "archive"),
+                                   archive_url)
     delivery = parse_delivery(reader, Section(reader, root.table("delivery"), "delivery"))
     api = parse_api(reader, Section(reader, root.table("api"), "api"))
     call_webhooks = parse_call_webhooks(

@@ -7,20 +7,35 @@ key is an addition to CONTRACT.md's config, never a change of it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from worker.addresses import pattern_problem
-from worker.config_reader import Reader, Section, positive_finite
+from worker.config_reader import Reader, Section, http_url, not_empty, positive_finite
 from worker.secrets import Secret
 
 GIB = 1024**3
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class S3Config:
+    """``[archive.s3]``: how to reach the bucket of ``[worker] archive = "s3://..."``."""
+
+    bucket: str
+    prefix: str  # "" or "some/prefix" (no leading or trailing slash)
+    region: str = "us-east-1"
+    endpoint_url: str | None = None  # any S3-compatible service (MinIO, R2, Ceph)
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ArchiveConfig:
-    """``[archive]``: how recordings are fetched into ``[worker] archive_dir``."""
+    """``[archive]``: how recordings are fetched into the archive target."""
 
     concurrency: int = 4  # downloads at once
     max_size: int = 8 * GIB  # refuse recordings larger than this many bytes
@@ -28,6 +43,8 @@ class ArchiveConfig:
     refresh_margin: float = 30.0  # fetch a fresh link when the current one expires this soon
     timeout: float = 60.0  # seconds without a byte before a download counts as stalled
     max_redirects: int = 3  # redirects followed (http(s) only)
+    max_seconds: float = 3600.0  # one attempt's overall deadline (a dripping server frees its slot)
+    s3: S3Config | None = None  # set when [worker] archive = "s3://..."
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -68,7 +85,34 @@ def _int_range(low: int, high: int) -> Callable[[int], str | None]:
     return check
 
 
-def parse_archive(reader: Reader, section: Section) -> ArchiveConfig:
+def parse_s3_url(value: str) -> tuple[str, str] | str:
+    """``s3://bucket/prefix`` -> (bucket, prefix); a one-line problem for anything else."""
+    parts = urlsplit(value)
+    bucket, prefix = parts.netloc, parts.path.strip("/")
+    if parts.scheme != "s3" or not _BUCKET.fullmatch(bucket) or parts.query or parts.fragment:
+        return 'must be "s3://BUCKET" or "s3://BUCKET/PREFIX" (a bucket name: a-z 0-9 . -)'
+    if "//" in prefix or any(p in (".", "..") for p in prefix.split("/")):
+        return 'must be "s3://BUCKET/PREFIX" with no empty, . or .. segment in the prefix'
+    return bucket, prefix
+
+
+def _parse_s3(reader: Reader, section: Section, url: str) -> S3Config | None:
+    parsed = parse_s3_url(url)
+    if isinstance(parsed, str):
+        return None  # reported with [worker] archive
+    endpoint = section.optional_str("endpoint_url")
+    if endpoint is not None and (problem := http_url(endpoint)) is not None:
+        section.problem("endpoint_url", problem)
+    region = section.get("region", str, "us-east-1", not_empty)
+    key_id = reader.secret(section, "access_key_id", required=True)
+    secret = reader.secret(section, "secret_access_key", required=True)
+    section.unknown()
+    return S3Config(bucket=parsed[0], prefix=parsed[1], region=region, endpoint_url=endpoint,
+                    access_key_id=Secret(key_id) if key_id else None,
+                    secret_access_key=Secret(secret) if secret else None)
+
+
+def parse_archive(reader: Reader, section: Section, s3_url: str | None = None) -> ArchiveConfig:
     d = ArchiveConfig()
     config = ArchiveConfig(
         concurrency=section.get("concurrency", int, d.concurrency, _int_range(1, 256)),
@@ -77,9 +121,16 @@ def parse_archive(reader: Reader, section: Section) -> ArchiveConfig:
         refresh_margin=section.get("refresh_margin", float, d.refresh_margin, positive_finite),
         timeout=section.duration("timeout", d.timeout),
         max_redirects=section.get("max_redirects", int, d.max_redirects, _int_range(0, 10)),
+        max_seconds=section.duration("max_seconds", d.max_seconds),
+        s3=None,
     )
+    s3_table = section.table("s3")
+    if s3_url is not None:
+        s3 = _parse_s3(reader, Section(reader, s3_table, "archive.s3"), s3_url)
+        config = replace(config, s3=s3)
+    elif section.has("s3"):
+        section.problem("s3", 'only with [worker] archive = "s3://..."')
     section.unknown()
-    del reader
     return config
 
 

@@ -25,6 +25,7 @@ from anyio.abc import TaskStatus
 from worker import __version__
 from worker.api.server import ApiServer
 from worker.archive.archiver import Archiver
+from worker.archive.targets import archive_root
 from worker.config import Config, ConfigError, load
 from worker.http_pool import ShardedTransport
 from worker.notify import Notifier
@@ -91,10 +92,11 @@ async def watch_store(store: Store) -> None:
 
 
 def lanes_for(config: Config, client: httpx.AsyncClient) -> dict[str, Lane]:
-    archiving = config.worker.archive_dir is not None
+    root = archive_root(config)
     return {
         name: Lane(provider=build_provider(provider, client),
-                   policy=Policy(tracking=provider.tracking, archiving=archiving),
+                   policy=Policy(tracking=provider.tracking, archiving=root is not None,
+                                 archive_root=root),
                    concurrency=provider.concurrency, rate_limit=provider.rate_limit)
         for name, provider in config.providers.items()
     }
@@ -167,7 +169,7 @@ class Daemon:
         # added later gets new events, not the whole history), and --webhook URLs need it.
         runtime.relay = Relay.attach(runtime.config, runtime.store, runtime.scheduler)
         components.append(runtime.relay)
-        if runtime.config.worker.archive_dir is not None:
+        if runtime.config.worker.archiving:
             runtime.archiver = archiver = Archiver.attach(
                 runtime.config, runtime.store, runtime.scheduler, runtime.client)
             archiver.on_commit(runtime.relay.wake)  # its events go out without waiting a tick
@@ -294,6 +296,8 @@ def restart_needed(old: Config, new: Config) -> list[str]:
         changed.append("worker.database")
     if old.worker.archive_dir != new.worker.archive_dir:
         changed.append("worker.archive_dir")
+    if old.worker.archive != new.worker.archive:
+        changed.append("worker.archive")
     if old.api.listen != new.api.listen:
         changed.append("api.listen")
     if old.archive != new.archive:

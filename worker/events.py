@@ -47,7 +47,12 @@ def event_id(provider: str, call_id: str, key: str) -> str:
                              for shift in range(150, -1, -10)])
 
 
-def recording_data(rec: RecordingState) -> dict[str, Any]:
+def archive_url(root: str, path: str) -> str:
+    """Where an archived recording is: ``file:///srv/rec/<path>``, ``s3://bucket/prefix/<path>``."""
+    return f"{root.rstrip('/')}/{path}"
+
+
+def recording_data(rec: RecordingState, archive_root: str | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": rec.id,
         "status": str(rec.status),
@@ -57,12 +62,14 @@ def recording_data(rec: RecordingState) -> dict[str, Any]:
     if rec.archive_path is not None:
         data["archive"] = {"path": rec.archive_path, "size": rec.archive_size,
                            "sha256": rec.archive_sha256}
+        if archive_root is not None:
+            data["archive"]["url"] = archive_url(archive_root, rec.archive_path)
     if rec.reason is not None:
         data["reason"] = rec.reason
     return data
 
 
-def call_data(call: TrackedCall) -> dict[str, Any]:
+def call_data(call: TrackedCall, archive_root: str | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "provider": call.provider,
         "call_id": call.call_id,
@@ -72,23 +79,25 @@ def call_data(call: TrackedCall) -> dict[str, Any]:
         "ended_at": rfc3339(call.ended_at),
         "end_reason": call.end_reason,
         "metadata": dict(call.metadata),
-        "recordings": [recording_data(r) for r in call.recordings],
+        "recordings": [recording_data(r, archive_root) for r in call.recordings],
     }
     if call.terminal_reason is not None:
         data["reason"] = call.terminal_reason
     return data
 
 
-def call_event(kind: EventType, call: TrackedCall, now: float) -> Event:
-    return Event(type=kind, key=str(kind), occurred_at=now, data=call_data(call))
+def call_event(kind: EventType, call: TrackedCall, now: float,
+               archive_root: str | None = None) -> Event:
+    return Event(type=kind, key=str(kind), occurred_at=now, data=call_data(call, archive_root))
 
 
-def recording_event(kind: EventType, call: TrackedCall, rec: RecordingState, now: float) -> Event:
+def recording_event(kind: EventType, call: TrackedCall, rec: RecordingState, now: float,
+                    archive_root: str | None = None) -> Event:
     data = {
         "provider": call.provider,
         "call_id": call.call_id,
         "metadata": dict(call.metadata),
-        "recording": recording_data(rec),
+        "recording": recording_data(rec, archive_root),
     }
     return Event(type=kind, key=f"{kind}:{rec.id}", occurred_at=now, data=data,
                  recording_id=rec.id)

@@ -53,6 +53,7 @@ class Policy:
 
     tracking: TrackingConfig
     archiving: bool
+    archive_root: str | None = None  # the target's URL: events' archive.url = root + "/" + path
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -98,7 +99,8 @@ def on_poll(call: TrackedCall, result: PollResult, now: float, policy: Policy,
             since = call.not_found_since if call.not_found_since is not None else now
             call = call.replace(not_found_since=since, consecutive_failures=0)
             if now - since >= policy.tracking.not_found_grace:
-                return _fail(call, f"not found for {now - since:.0f} s", now, events)
+                return _fail(call, f"not found for {now - since:.0f} s", now, events,
+                             policy.archive_root)
             delay = min(_interval(call, policy), policy.tracking.not_found_grace)
         case PollFailed():
             failures = call.consecutive_failures + 1
@@ -106,7 +108,8 @@ def on_poll(call: TrackedCall, result: PollResult, now: float, policy: Policy,
             delay = _backoff(result, failures)
     if call.terminal is None and now - call.tracked_at >= policy.tracking.max_tracking_age:
         return _fail(call, f"still not settled after max_tracking_age "
-                           f"({policy.tracking.max_tracking_age:.0f} s)", now, events)
+                           f"({policy.tracking.max_tracking_age:.0f} s)", now, events,
+                     policy.archive_root)
     if call.terminal is not None:
         return Decision(call=call.replace(last_polled_at=now), events=tuple(events))
     next_poll_at = now + delay * (1 + JITTER * (2 * jitter - 1))
@@ -129,7 +132,7 @@ def on_archive(call: TrackedCall, recording_id: str, outcome: Archived | Archive
         rec = rec.replace(status=RecordingStatus.ARCHIVE_FAILED, reason=outcome.reason)
         kind = EventType.RECORDING_ARCHIVE_FAILED
     call = _put_recording(call, rec)
-    events.append(recording_event(kind, call, rec, now))
+    events.append(recording_event(kind, call, rec, now, policy.archive_root))
     call = _maybe_complete(call, None, now, policy, events)
     return Decision(call=call, events=tuple(events))
 
@@ -160,13 +163,13 @@ def _apply_snapshot(call: TrackedCall, snap: Snapshot, now: float, policy: Polic
         status == CallStatus.LIVE or (status == CallStatus.ENDED and call.started_at is not None)
     ):
         call = call.replace(started_notified=True)
-        events.append(call_event(EventType.CALL_STARTED, call, now))
+        events.append(call_event(EventType.CALL_STARTED, call, now, policy.archive_root))
     if status == CallStatus.ENDED and not call.ended_notified:
         call = call.replace(ended_notified=True)
-        events.append(call_event(EventType.CALL_ENDED, call, now))
+        events.append(call_event(EventType.CALL_ENDED, call, now, policy.archive_root))
     if (too_many := _too_many_recordings(call, snap, policy)) is not None:
         call = call.replace(terminal=Terminal.TRACKING_FAILED, terminal_reason=too_many)
-        events.append(call_event(EventType.CALL_TRACKING_FAILED, call, now))
+        events.append(call_event(EventType.CALL_TRACKING_FAILED, call, now, policy.archive_root))
         return call
     for rec_snap in snap.recordings:
         call = _merge_recording(call, rec_snap, now, events)
@@ -243,14 +246,15 @@ def _maybe_complete(call: TrackedCall, recording_expected: bool | None, now: flo
     if not done:
         return call
     call = call.replace(terminal=Terminal.COMPLETED)
-    events.append(call_event(EventType.CALL_COMPLETED, call, now))
+    events.append(call_event(EventType.CALL_COMPLETED, call, now, policy.archive_root))
     return call
 
 
-def _fail(call: TrackedCall, reason: str, now: float, events: list[Event]) -> Decision:
+def _fail(call: TrackedCall, reason: str, now: float, events: list[Event],
+          archive_root: str | None) -> Decision:
     call = call.replace(terminal=Terminal.TRACKING_FAILED, terminal_reason=reason,
                         last_polled_at=now)
-    events.append(call_event(EventType.CALL_TRACKING_FAILED, call, now))
+    events.append(call_event(EventType.CALL_TRACKING_FAILED, call, now, archive_root))
     return Decision(call=call, events=tuple(events))
 
 

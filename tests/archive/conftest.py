@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3server import S3_KEY_ID, S3_SECRET, S3Server, s3_config
 from worker.archive.disk import Disk
+
+__all__ = ["S3_KEY_ID", "S3_SECRET", "S3Server", "s3_config"]
 
 
 @pytest.fixture
@@ -17,3 +20,4 @@ def disk(tmp_path: Path) -> Iterator[Disk]:
     found.open()
     yield found
     found.close()
+

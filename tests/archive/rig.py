@@ -3,6 +3,7 @@ against the simulator over loopback: every byte crosses a real socket."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -15,6 +16,8 @@ from anyio.abc import TaskGroup
 
 from worker.archive.archiver import Archiver
 from worker.archive.disk import FileOps
+from worker.archive.folder import FolderTarget
+from worker.archive.target import ArchiveTarget
 from worker.config import Config, load
 from worker.daemon import http_client, lanes_for
 from worker.demo import write_config
@@ -118,8 +121,11 @@ def _archive_section(archive: Mapping[str, object]) -> str:
 async def archive_rig(tmp_path: Path, *, archive: Mapping[str, object] | None = None,
                       world: World | None = None, link_ttl: int = 300,
                       ops: FileOps | None = None, start_archiver: bool = True,
-                      ) -> AsyncIterator[Rig]:
-    """Simulator, store, scheduler and (unless told otherwise) a running archiver."""
+                      target: ArchiveTarget | None = None) -> AsyncIterator[Rig]:
+    """Simulator, store, scheduler and (unless told otherwise) a running archiver.
+
+    ``target``: archive there instead of the config's folder (events name its URL).
+    """
     async with run_simulator(world or World(), link_ttl=link_ttl) as sim:
         path, env = write_config(tmp_path, sim, archive=True, webhook=False, tracking=FAST,
                                  extra=_archive_section(archive or {}))
@@ -128,10 +134,15 @@ async def archive_rig(tmp_path: Path, *, archive: Mapping[str, object] | None = 
         store = await SQLiteStore.open(Path(config.worker.database))
         try:
             async with http_client(config) as client, anyio.create_task_group() as tg:
-                scheduler = Scheduler(store, lanes_for(config, client), idle_wait=0.1)
+                lanes = lanes_for(config, client)
+                if target is not None:
+                    lanes = {name: dataclasses.replace(lane, policy=dataclasses.replace(
+                        lane.policy, archive_root=target.url)) for name, lane in lanes.items()}
+                scheduler = Scheduler(store, lanes, idle_wait=0.1)
                 archiver = Archiver(store=store, lanes=scheduler.lanes, client=client,
-                                    archive_dir=config.worker.archive_dir, config=config.archive,
-                                    retry_base=0.05, probe_interval=0.1, idle_wait=0.1, ops=ops)
+                                    target=target or FolderTarget(config.worker.archive_dir, ops),
+                                    config=config.archive, retry_base=0.05, probe_interval=0.1,
+                                    idle_wait=0.1)
                 scheduler.on_commit(archiver.wake)
                 rig = Rig(sim=sim, config=config, store=store, scheduler=scheduler,
                           archiver=archiver, task_group=tg, gets=count_gets(sim))

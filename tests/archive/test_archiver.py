@@ -109,8 +109,10 @@ async def test_every_provider_is_archived_with_its_digest(tmp_path: Path) -> Non
             (scripts[3], scripts[3].call_id, ".wav")])
         event = next(e for e in await rig.events(scripts[1]) if e.type == "recording.archived")
         archive = json.loads(event.body)["data"]["recording"]["archive"]
-        assert archive == {"path": calls[1].recordings[0].archive_path, "size": 200 * KIB,
-                           "sha256": expected_sha256(scripts[1].recordings[0])}
+        path = calls[1].recordings[0].archive_path
+        assert archive == {"path": path, "size": 200 * KIB,
+                           "sha256": expected_sha256(scripts[1].recordings[0]),
+                           "url": f"file://{rig.archive_dir.absolute()}/{path}"}
 
 
 async def test_an_expired_link_is_refreshed_and_the_file_arrives(tmp_path: Path) -> None:
@@ -328,7 +330,8 @@ async def test_a_file_placed_before_a_crash_is_adopted_without_a_download(
         event = next(e for e in await rig.events(script) if e.type == "recording.archived")
         assert json.loads(event.body)["data"]["recording"]["archive"] == {
             "path": rec.archive_path, "size": recording.size,
-            "sha256": expected_sha256(recording)}
+            "sha256": expected_sha256(recording),
+            "url": f"file://{rig.archive_dir.absolute()}/{rec.archive_path}"}
 
 
 async def test_a_file_of_the_wrong_size_is_not_adopted(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from tests.archive.rig import count_gets
-from worker.archive.disk import Disk, PartialFile
+from worker.archive.disk import Disk
 from worker.archive.download import (
     GoneError,
     LinkRejectedError,
@@ -24,6 +24,8 @@ from worker.archive.download import (
     TransientError,
     fetch,
 )
+from worker.archive.folder import FolderUpload
+from worker.archive.target import Upload
 from worker.config_sections import ArchiveConfig
 from worker.model import DownloadSource
 from worker.simulator import Fault, RecordingScript, Simulator, World, run_simulator
@@ -64,10 +66,10 @@ def recording(sim: Simulator, size: int = SIZE, provider: str = "apifycloud"
 
 
 def transfer(disk: Disk, expected: int | None = None) -> Transfer:
-    return Transfer(partial=disk.create_partial("rec"), expected_size=expected)
+    return Transfer(partial=FolderUpload(disk.create_partial("rec")), expected_size=expected)
 
 
-def digest(partial: PartialFile) -> str:
+def digest(partial: Upload) -> str:
     return partial.sha256
 
 

@@ -4,15 +4,16 @@
         -> one Attempt per job, at most ``[archive] concurrency`` at once
         -> Archived / ArchiveFailed: store.apply_archive_result (state + events, one txn)
            Retry: back off (2 s, x3 each time, up to an hour) until max_attempts is spent
-           Pause: stop claiming; probe the disk every few seconds; resume when it works
+           Pause: stop claiming; probe the target every few seconds; resume when it works
 
 * Jobs live in the database, so memory holds only the ones in flight and a restart resumes
   them; a recording in many snapshots is one row, hence one download.
-* A full or read-only archive is not the recording's fault: its attempt is not counted and
-  nothing is claimed until a probe file can be written and synced again. ``status`` shows
-  the pause (``archive_state``), the log shouts ``archive.paused``.
+* The target (worker/archive/target.py: a folder, a bucket) is built outside and handed in.
+  A full disk, a missing bucket or refused credentials are not the recording's fault: its
+  attempt is not counted and nothing is claimed until a probe object can be stored again.
+  ``status`` shows the pause (``archive_state``), the log shouts ``archive.paused``.
 * ``stop()`` stops claiming; downloads in flight finish (the daemon's drain grace bounds
-  that) and a cancelled one leaves only a scratch file, removed at the next start.
+  that) and a cancelled one is aborted; leftovers of a killed run go at the next start.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
 import anyio
@@ -32,7 +32,8 @@ from structlog.typing import FilteringBoundLogger
 
 from worker.archive.attempt import Attempt, Outcome, Pause, Retry, Tools
 from worker.archive.base import DownloadJob
-from worker.archive.disk import Disk, FileOps, describe
+from worker.archive.target import ArchiveTarget, TargetError
+from worker.archive.targets import open_target
 from worker.config import Config
 from worker.config_sections import ArchiveConfig
 from worker.reconcile import Archived, ArchiveFailed
@@ -74,10 +75,10 @@ class Archiver:
     """Archives due recordings until ``stop()``; then lets in-flight downloads finish."""
 
     def __init__(self, *, store: DownloadStore, lanes: Mapping[str, Lane],
-                 client: httpx.AsyncClient, archive_dir: Path, config: ArchiveConfig,
+                 client: httpx.AsyncClient, target: ArchiveTarget, config: ArchiveConfig,
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
                  retry_base: float = RETRY_BASE, probe_interval: float = PROBE_INTERVAL,
-                 idle_wait: float = IDLE_WAIT, ops: FileOps | None = None) -> None:
+                 idle_wait: float = IDLE_WAIT) -> None:
         self._store = store
         self._lanes = lanes  # the scheduler's own mapping: SIGHUP changes show up here
         self._config = config
@@ -86,8 +87,9 @@ class Archiver:
         self._retry_base = retry_base
         self._probe_interval = probe_interval
         self._idle_wait = idle_wait
-        self._disk = Disk(archive_dir, ops)
-        self._tools = Tools(client=client, disk=self._disk, store=store, config=config,
+        self.target = target
+        self._opened = False
+        self._tools = Tools(client=client, target=target, store=store, config=config,
                             clock=clock)
         self._limiter = anyio.CapacityLimiter(config.concurrency)
         self._wakeup = anyio.Event()
@@ -101,10 +103,8 @@ class Archiver:
                client: httpx.AsyncClient) -> Archiver:
         """The daemon's archiver, woken by each batch of polls with events (a new
         ``recording.available`` is one) that the scheduler commits."""
-        if config.worker.archive_dir is None:
-            raise ValueError("archiving is off: [worker] archive_dir is not set")
         archiver = cls(store=store, lanes=scheduler.lanes, client=client,
-                       archive_dir=config.worker.archive_dir, config=config.archive)
+                       target=open_target(config), config=config.archive)
         scheduler.on_commit(archiver.wake)
         return archiver
 
@@ -144,7 +144,7 @@ class Archiver:
         finally:
             with anyio.move_on_after(5, shield=True):
                 await self._release()
-            self._disk.close()
+            await self.target.close()
 
     async def _release(self) -> None:
         """Hand back jobs cut short (a drain past its grace) so the next start takes them."""
@@ -164,17 +164,18 @@ class Archiver:
         except Exception as exc:  # their leases run out by themselves: not worth a stuck start
             log.warning("store.write_failed", what="download lease recovery", error=str(exc))
         try:
-            await self._open_disk()
-        except OSError as exc:
-            await self._pause(describe(exc))
+            await self._open_target()
+        except TargetError as exc:
+            await self._pause(exc.reason)
         else:
             await self._set_paused(None)  # a pause left by a previous run is over
 
-    async def _open_disk(self) -> None:
-        await anyio.to_thread.run_sync(self._disk.open)
-        removed = await anyio.to_thread.run_sync(self._disk.remove_stale_partials)
+    async def _open_target(self) -> None:
+        await self.target.open()
+        removed = await self.target.cleanup()
+        self._opened = True
         if removed:
-            log.info("archive.partials_removed", files=removed)
+            log.info("archive.partials_removed", files=removed, target=self.target.url)
 
     async def _loop(self, attempts: TaskGroup) -> None:
         while not self._stopping:
@@ -314,18 +315,18 @@ class Archiver:
         if self.stats.paused is not None:
             return
         self.stats.paused = reason
-        log.error("archive.paused", reason=reason, archive_dir=str(self._disk.root),
-                  hint="archiving resumes by itself once files can be written there again")
+        log.error("archive.paused", reason=reason, target=self.target.url,
+                  hint="archiving resumes by itself once objects can be stored there again")
         await self._set_paused(reason)
 
     async def _probe(self) -> None:
-        """Try the disk; resume archiving when a synced probe file can be written."""
+        """Try the target; resume archiving when a probe object can be stored."""
         try:
-            if not self._disk.is_open:
-                await self._open_disk()
-            await anyio.to_thread.run_sync(self._disk.probe)
-        except OSError as exc:
-            log.debug("archive.probe_failed", reason=describe(exc))
+            if not self._opened:
+                await self._open_target()
+            await self.target.probe()
+        except TargetError as exc:
+            log.debug("archive.probe_failed", reason=exc.reason)
             return
         log.info("archive.resumed", was=self.stats.paused)
         self.stats.paused = None

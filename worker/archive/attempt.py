@@ -2,10 +2,13 @@
 
 The result is a value the archiver acts on, never an exception::
 
-    Archived(path, size, sha256)   complete, fsynced and renamed into place (or adopted)
+    Archived(path, size, sha256)   complete, verified and committed to the target (or adopted)
     ArchiveFailed(reason)          gone at the provider, or over max_size: give up for good
     Retry(reason, retry_after)     this attempt failed: spend one attempt, try again later
-    Pause(reason)                  the archive folder cannot take files (full, read-only...)
+    Pause(reason)                  the target cannot take objects (disk full, bucket missing...)
+
+An attempt has an overall deadline, ``[archive] max_seconds``: a server dripping a byte every
+few seconds (never idle long enough for ``timeout``) does not hold a slot for ever.
 
 Links: the stored one (from the last poll or refresh) is used while it has more than
 ``refresh_margin`` seconds to live; otherwise the provider is asked for a fresh one, the
@@ -15,9 +18,9 @@ provider just handed out means the file is gone. The stored link never carries h
 link on the provider's own API (Ultravox serving the bytes itself) gets the provider's
 credentials from ``Provider.download_headers``, for that origin only.
 
-Adoption: before any link or byte, the attempt looks for a file already at one of the
-recording's final names (any extension). A file only ever gets a final name after a complete,
-size-checked, fsynced download, so one found there was left by an earlier attempt killed
+Adoption: before any link or byte, the attempt asks the target for an object already at one
+of the recording's final names (any extension). An object only ever gets a final name after a
+complete, verified upload, so one found there was left by an earlier attempt killed
 between its rename and the database commit: it is hashed and returned as ``Archived`` with no
 HTTP at all (``recording.adopted``), even if the provider no longer serves the recording. One
 whose size differs from the size the provider announced is not trusted
@@ -27,7 +30,6 @@ the same.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,7 +39,6 @@ from structlog.typing import FilteringBoundLogger
 
 from worker.archive import layout
 from worker.archive.base import DownloadJob
-from worker.archive.disk import Disk, PartialFile, describe, is_pause_error
 from worker.archive.download import (
     DownloadError,
     GoneError,
@@ -47,6 +48,7 @@ from worker.archive.download import (
     TransientError,
     fetch,
 )
+from worker.archive.target import ArchiveTarget, Fault, TargetError, Upload
 from worker.config_sections import ArchiveConfig
 from worker.model import DownloadSource, NotFound, PollFailed
 from worker.providers.base import Provider
@@ -68,7 +70,7 @@ class Retry:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Pause:
-    """The archive folder cannot take files; nothing is wrong with the recording."""
+    """The archive target cannot take objects; nothing is wrong with the recording."""
 
     reason: str
 
@@ -81,7 +83,7 @@ class Tools:
     """What every attempt shares."""
 
     client: httpx.AsyncClient
-    disk: Disk
+    target: ArchiveTarget
     store: DownloadStore
     config: ArchiveConfig
     clock: Callable[[], float]
@@ -105,10 +107,12 @@ class Attempt:
     async def run(self) -> Outcome:
         try:
             return await self._run()
-        except OSError as exc:  # the disk's: the network's arrive as httpx errors
-            if is_pause_error(exc):
-                return Pause(reason=describe(exc))
-            return Retry(reason=f"local error: {describe(exc)}")
+        except TargetError as exc:  # the target's, classified by the target
+            if exc.kind is Fault.PAUSE:
+                return Pause(reason=exc.reason)
+            if exc.kind is Fault.GIVE_UP:
+                return ArchiveFailed(reason=exc.reason)
+            return Retry(reason=exc.reason)
 
     async def _run(self) -> Outcome:
         adopted = await self._adopt()
@@ -129,30 +133,34 @@ class Attempt:
         if size is not None and size > config.max_size:
             return ArchiveFailed(reason=f"the provider says {size} bytes, over max_size "
                                         f"({config.max_size})")
-        partial = await anyio.to_thread.run_sync(self.tools.disk.create_partial,
-                                                 layout.component(job.recording_id))
+        partial = await self.tools.target.start(layout.component(job.recording_id))
         committed = False
         try:
             transfer = Transfer(partial=partial, expected_size=size)
             self.log.info("recording.download_started", attempt=job.attempts + 1,
                           url=safe_url(source.url), expires_in=self._expires_in(source))
-            failed = await self._fetch(source, fresh, transfer)
+            with anyio.move_on_after(config.max_seconds) as deadline:
+                failed = await self._fetch(source, fresh, transfer)
+            if deadline.cancelled_caught:
+                return Retry(reason=f"not done within max_seconds ({config.max_seconds:g} s)"
+                                    f" after {transfer.partial.size} bytes")
             if failed is not None:
                 return failed
+            content_type = _content_type(transfer, source, job)
             final = layout.final_path(job.provider, job.call_id, job.recording_id,
-                                      _content_type(transfer, source, job))
-            await anyio.to_thread.run_sync(partial.commit, final)
+                                      content_type)
+            await partial.commit(final, content_type)
             committed = True
             return Archived(path=final.as_posix(), size=partial.size, sha256=partial.sha256)
         finally:
             if not committed:
-                _discard(partial)
+                await _discard(partial)
 
     async def _adopt(self) -> Archived | None:
         """The file an earlier attempt placed but never committed, if there is a sound one."""
         job = self.job
         candidates = layout.final_candidates(job.provider, job.call_id, job.recording_id)
-        found = await anyio.to_thread.run_sync(self.tools.disk.find_final, candidates)
+        found = await self.tools.target.find(candidates)
         if found is None:
             return None
         path = found.path.as_posix()
@@ -235,7 +243,7 @@ def _content_type(transfer: Transfer, source: DownloadSource, job: DownloadJob) 
     return source.content_type or job.content_type or transfer.content_type
 
 
-def _discard(partial: PartialFile) -> None:
-    # On a read-only archive the unlink fails: the scratch file goes at the next start.
-    with contextlib.suppress(OSError):
-        partial.discard()
+async def _discard(partial: Upload) -> None:
+    # Shielded: a cancelled attempt (drain past its grace) still drops its upload.
+    with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+        await partial.abort()

@@ -37,7 +37,7 @@ from worker.archive.layout import PARTIAL_DIR
 # archiving pauses instead of spending the recording's attempts.
 PAUSE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM})
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_MODE = 0o640  # recordings are personal data: not world-readable (umask may narrow it)
+_FILE_MODE = 0o640  # recordings are personal data: never world-readable, whatever the umask
 _DIR_MODE = 0o750
 _PROBE_BYTES = 64 * 1024
 # A final file is only ever read here: never through a symlink, never blocking on a FIFO.
@@ -180,7 +180,12 @@ class Disk:
         name = f"{stem[:80]}-{secrets.token_hex(4)}.part"
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(name, flags, _FILE_MODE, dir_fd=self.partial_fd)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            os.fchmod(fd, _FILE_MODE)  # the umask narrowed or widened nothing: exactly 0640
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise
         return PartialFile(self, name, fd)
 
     def place(self, partial_name: str, final: PurePosixPath) -> None:

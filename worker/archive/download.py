@@ -11,14 +11,14 @@ never quotes a URL's query string or a header value)::
     |                          that does not add up, a non-http(s) link) -> retry later
     +-- TransientError         network, 5xx, 429, a connection cut too often -> retry later
 
-    OSError from the disk    not a DownloadError: the archiver decides (pause or retry)
+    TargetError              not a DownloadError: the target's own (pause or retry)
 
 A cut connection is resumed with ``Range: bytes=N-`` (and ``If-Range`` when the server gave a
 strong ETag) if the server answers 206 with the matching ``Content-Range``; a 200 instead means
 it will not resume, so the file starts over. Redirects are followed by hand, only to http(s),
 at most ``max_redirects`` times, and the provider's credentials never leave the origin they
-were issued for. Bytes are written and hashed in a worker thread, one MiB at a time, while
-the event loop reads the next MiB: memory stays a few MiB whatever the file size.
+were issued for. Bytes are handed to the target's upload (which hashes them) one MiB at a time,
+while the event loop reads the next MiB: memory stays a few MiB whatever the file size.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream
 from structlog.typing import FilteringBoundLogger
 
-from worker.archive.disk import PartialFile
+from worker.archive.target import TargetError, Upload
 from worker.config_sections import ArchiveConfig
 from worker.model import DownloadSource
 from worker.providers._http import (
@@ -100,7 +100,7 @@ class _StartOverError(Exception):
 class Transfer:
     """One recording's bytes fetched so far, kept across cut connections and fresh links."""
 
-    partial: PartialFile
+    partial: Upload  # the target's upload the bytes flow into
     expected_size: int | None  # the provider's word, when it gave one
     total: int | None = None  # what storage announced
     content_type: str | None = None
@@ -126,7 +126,7 @@ async def fetch(client: httpx.AsyncClient, source: DownloadSource, transfer: Tra
                 raise TransientError(f"could not resume ({why})") from None
             log.warning("recording.download_restarted", cause=str(why),
                         discarded=transfer.partial.size)
-            await anyio.to_thread.run_sync(transfer.partial.reset)
+            await transfer.partial.reset()
             transfer.total = transfer.etag = None
             continue
         _check_complete(transfer, config)
@@ -331,15 +331,15 @@ def _sniff(head: bytes) -> bool:
     return True
 
 
-async def _write(receive: MemoryObjectReceiveStream[list[bytes]], partial: PartialFile) -> None:
+async def _write(receive: MemoryObjectReceiveStream[list[bytes]], partial: Upload) -> None:
     async with receive:
         async for batch in receive:
-            await anyio.to_thread.run_sync(partial.extend, batch)
+            await partial.write(batch)
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error that matters in a task group's failure: the disk's first, then ours."""
-    for kind in (OSError, DownloadError, _CutError):
+    """The error that matters in a task group's failure: the target's first, then ours."""
+    for kind in (TargetError, OSError, DownloadError, _CutError):
         matched, _ = group.split(kind)
         if matched is not None:
             first: BaseException = matched

@@ -46,6 +46,7 @@ class Fault(enum.StrEnum):
     WRONG_CONTENT_TYPE = "wrong_content_type"  # download: the bytes, labelled `content_type`
     GZIP_BOMB = "gzip_bomb"  # a 200 whose gzip body inflates to `inflated` bytes of zeros
     MANY_RECORDINGS = "many_recordings"  # the real reply, its recordings list `listed` long
+    DRIP = "drip"  # download: `after` bytes, then one byte every `delay` seconds
 
 
 _EARLY = frozenset({Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.SLOW, Fault.HTML_ERROR})
@@ -56,6 +57,7 @@ DOWNLOAD_FAULTS = _EARLY | {
     Fault.XML_ERROR_200,
     Fault.EXPIRE_MID_DOWNLOAD,
     Fault.WRONG_CONTENT_TYPE,
+    Fault.DRIP,
 }
 _SERVER_ERRORS = (500, 502, 503)
 

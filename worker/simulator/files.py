@@ -112,8 +112,10 @@ async def send_recording(
     content_type: str | None = None,
     cut_after: int | None = None,
     stall: float = 0.0,
+    drip: float = 0.0,
 ) -> None:
-    """Stream the recording (or the requested range); ``cut_after`` bytes then hang up."""
+    """Stream the recording (or the requested range); ``cut_after`` bytes then hang up
+    (or, with ``drip``, go on one byte every ``drip`` seconds)."""
     size = recording.size
     try:
         span = parse_range(request.header(b"range"), size)
@@ -139,7 +141,10 @@ async def send_recording(
     pieces = iter_content(recording, first, last + 1)
     async with anyio.create_task_group() as tg:
         tg.start_soon(cancel_on_disconnect, request.receive, tg.cancel_scope)
-        await _pump(send, pieces, cut_after, stall)
+        if drip:
+            await _drip(send, pieces, cut_after or 0, drip)
+        else:
+            await _pump(send, pieces, cut_after, stall)
         tg.cancel_scope.cancel()
 
 
@@ -155,6 +160,18 @@ async def _pump(send: Send, pieces: Iterator[bytes], cut_after: int | None, stal
             return  # returning mid-body makes uvicorn close the connection: the cut
         await send({"type": "http.response.body", "body": piece, "more_body": True})
         sent += len(piece)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _drip(send: Send, pieces: Iterator[bytes], after: int, delay: float) -> None:
+    """``after`` bytes at full speed, then one byte every ``delay`` seconds: never idle
+    long enough for a read timeout, never done."""
+    data = b"".join(pieces)
+    await send({"type": "http.response.body", "body": data[:after], "more_body": True})
+    for index in range(after, len(data)):
+        await anyio.sleep(delay)
+        await send({"type": "http.response.body", "body": data[index:index + 1],
+                    "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -222,5 +239,8 @@ class FileStore:
             await send_recording(
                 send, request, recording, content_type=content_type, cut_after=cut, stall=rule.stall
             )
+        elif rule is not None and kind is Fault.DRIP:
+            await send_recording(send, request, recording, content_type=content_type,
+                                 cut_after=rule.after or 0, drip=rule.delay)
         else:  # no fault, or SLOW (already waited)
             await send_recording(send, request, recording, content_type=content_type)
