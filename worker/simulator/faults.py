@@ -39,10 +39,17 @@ class Fault(enum.StrEnum):
     EXPIRE_MID_DOWNLOAD = "expire_mid_download"  # send `after` bytes, stall `stall` s, cut;
     # the link is dead (403) from then until the provider hands out a fresh one
     WRONG_CONTENT_TYPE = "wrong_content_type"  # download: the bytes, labelled `content_type`
+    # Hostile list pages (GET /api/calls, /api/v1/calls; see simulator/listing.py):
+    MALFORMED_ITEMS = "malformed_items"  # every other item of the page loses its id or date
+    FOREIGN_NEXT = "foreign_next"  # Ultravox: `next` points at another origin
+    LOOPING_PAGES = "looping_pages"  # the next page is this page again, forever
+    HUGE_PAGE = "huge_page"  # 10 000 made-up items in one page, whatever the page size
 
 
 _EARLY = frozenset({Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.SLOW, Fault.HTML_ERROR})
-API_FAULTS = _EARLY | {Fault.TRUNCATED_JSON, Fault.JSON_ARRAY}
+LIST_FAULTS = frozenset(
+    {Fault.MALFORMED_ITEMS, Fault.FOREIGN_NEXT, Fault.LOOPING_PAGES, Fault.HUGE_PAGE})
+API_FAULTS = _EARLY | {Fault.TRUNCATED_JSON, Fault.JSON_ARRAY} | LIST_FAULTS
 DOWNLOAD_FAULTS = _EARLY | {
     Fault.TRUNCATE_BODY,
     Fault.XML_ERROR_200,
@@ -86,6 +93,8 @@ class Rule:
             self.end is not None and now >= self.end
         ):
             return False
+        if self.kind in LIST_FAULTS and not path.rstrip("/").endswith("/calls"):
+            return False  # a list fault waits for a list request, whatever else comes first
         return self.match is None or self.match in path
 
     def to_json(self) -> dict[str, Any]:
