@@ -31,6 +31,7 @@ from worker.model import RecordingState, TrackedCall
 from worker.store import jobs, rows
 from worker.store.base import Counts, NewCall, PollApplied, StoredEvent, StoreError
 from worker.store.deliveries import DeliveryMixin
+from worker.store.discovery import DiscoveryMixin
 from worker.store.downloads import DownloadMixin
 
 log = structlog.get_logger("worker.store")
@@ -59,7 +60,7 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class SQLiteStore(DeliveryMixin, DownloadMixin):
+class SQLiteStore(DeliveryMixin, DownloadMixin, DiscoveryMixin):
     """Store Protocol (and DeliveryStore, see ``store/deliveries.py``) over one SQLite file."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path, owner: str) -> None:
