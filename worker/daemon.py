@@ -25,6 +25,7 @@ from worker import __version__
 from worker.api.server import ApiServer
 from worker.archive.archiver import Archiver
 from worker.config import Config, ConfigError, load
+from worker.discovery import Discovery
 from worker.http_pool import ShardedTransport
 from worker.notify import Notifier
 from worker.providers import build_provider
@@ -133,6 +134,10 @@ class Daemon:
                 runtime.config, runtime.store, runtime.scheduler, runtime.client)
             archiver.on_commit(runtime.relay.wake)  # its events go out without waiting a tick
             components.append(archiver)
+        discovery = Discovery.attach(runtime.config, runtime.store, runtime.scheduler,
+                                     runtime.client)
+        if discovery is not None:
+            components.append(discovery)
         if runtime.config.api.listen:  # last: it reports on the others, and starts once they run
             components.append(ApiServer(runtime))
         self._components = components

@@ -80,7 +80,7 @@ async def test_next_on_another_origin_is_refused(foreign: str) -> None:
         with capture_logs() as logs:
             page = await lister.page(lister.first_url(None, None))
     assert isinstance(page, Page)
-    assert page.next_url is None and len(page.calls) == 1
+    assert page.next_url is None and page.refused_next and len(page.calls) == 1
     assert "discovery.foreign_next" in [e["event"] for e in logs]
 
 

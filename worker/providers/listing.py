@@ -55,6 +55,7 @@ class Page:
     calls: tuple[ListedCall, ...]
     skipped: int = 0
     next_url: str | None = None
+    refused_next: bool = False  # the list went on, on another origin: the sweep is cut short
 
 
 class CallLister(Protocol):
@@ -149,12 +150,14 @@ class UltravoxLister:
         next_url = body.get("next")
         if next_url is not None and not isinstance(next_url, str):
             raise _fields.UnparseableError("next is not a string")
+        refused = False
         if next_url:
             next_url = _http.resolve_location(self._base + "/api/calls", next_url)
             if not _http.same_origin(next_url, self._base):
                 self._log.warning("discovery.foreign_next", next=_fields.clip(next_url))
-                next_url = None
-        return Page(calls=calls, skipped=skipped, next_url=next_url or None)
+                next_url, refused = None, True
+        return Page(calls=calls, skipped=skipped, next_url=next_url or None,
+                    refused_next=refused)
 
 
 class EnvoyLister:
