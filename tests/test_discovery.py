@@ -20,7 +20,8 @@ from worker.ratelimit import TokenBucket
 from worker.secrets import Secret
 from worker.simulator import Simulator, World, run_simulator
 from worker.simulator.faults import Fault
-from worker.store.sqlite import SQLiteStore
+from worker.store.base import Store
+from worker.store.factory import open_store
 
 pytestmark = pytest.mark.anyio
 START = 1_800_000_000.0
@@ -63,13 +64,13 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = await SQLiteStore.open(tmp_path / "callwatch.db", owner="host:1:aa")
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await open_store(tmp_path / "callwatch.db", owner="host:1:aa")
     yield opened
     await opened.close()
 
 
-def discovery(sim: Simulator, http: httpx.AsyncClient, store: SQLiteStore, clock: Clock,
+def discovery(sim: Simulator, http: httpx.AsyncClient, store: Store, clock: Clock,
               provider: str, *, since: float | None = None, max_pages: int = 1000,
               bucket: TokenBucket | None = None) -> Discovery:
     config = make_config(provider, base_url=sim.base_urls[provider],
@@ -79,14 +80,14 @@ def discovery(sim: Simulator, http: httpx.AsyncClient, store: SQLiteStore, clock
     return Discovery(store, {provider: lane}, clock=clock, max_pages=max_pages)
 
 
-async def tracked(store: SQLiteStore, provider: str) -> set[str]:
+async def tracked(store: Store, provider: str) -> set[str]:
     calls = await store.list_calls(limit=100_000, include_terminal=True)
     return {c.call_id for c in calls if c.provider == provider}
 
 
 @pytest.mark.parametrize("provider", ["ultravox", "envoy"])
 async def test_calls_since_the_floor_are_tracked_with_empty_metadata(
-    provider: str, sim: Simulator, http: httpx.AsyncClient, store: SQLiteStore, clock: Clock,
+    provider: str, sim: Simulator, http: httpx.AsyncClient, store: Store, clock: Clock,
 ) -> None:
     """Calls created at or after discover_since are tracked ({} metadata); older ones never."""
     old = [sim.world.add_call(provider, created_at=START - 500 - i).call_id for i in range(5)]
@@ -105,7 +106,7 @@ async def test_calls_since_the_floor_are_tracked_with_empty_metadata(
 
 
 async def test_default_floor_is_the_first_run_and_late_listed_calls_are_caught(
-    sim: Simulator, http: httpx.AsyncClient, store: SQLiteStore, clock: Clock,
+    sim: Simulator, http: httpx.AsyncClient, store: Store, clock: Clock,
 ) -> None:
     """Without discover_since nothing older than the first sweep is tracked; a call created
     before the mark but listed only afterwards (within the overlap) is still found."""
@@ -126,7 +127,7 @@ async def test_default_floor_is_the_first_run_and_late_listed_calls_are_caught(
 
 
 async def test_track_and_discovery_do_not_disturb_each_other(
-    sim: Simulator, http: httpx.AsyncClient, store: SQLiteStore, clock: Clock,
+    sim: Simulator, http: httpx.AsyncClient, store: Store, clock: Clock,
 ) -> None:
     """A call already tracked (with metadata) is counted as already tracked and kept as is."""
     from worker.store.base import NewCall
@@ -140,10 +141,10 @@ async def test_track_and_discovery_do_not_disturb_each_other(
 
 
 async def test_a_second_worker_does_not_sweep_while_the_first_holds_the_lease(
-    sim: Simulator, http: httpx.AsyncClient, store: SQLiteStore, clock: Clock, tmp_path: Path,
+    sim: Simulator, http: httpx.AsyncClient, store: Store, clock: Clock, tmp_path: Path,
 ) -> None:
     """With the lease held elsewhere, sweep_once does nothing and says so (None)."""
-    other = await SQLiteStore.open(tmp_path / "callwatch.db", owner="host:2:bb")
+    other = await open_store(tmp_path / "callwatch.db", owner="host:2:bb")
     try:
         assert await other.claim_discovery("ultravox", START) is not None
         assert await discovery(sim, http, store, clock, "ultravox").sweep_once("ultravox") is None
@@ -155,7 +156,7 @@ async def test_a_second_worker_does_not_sweep_while_the_first_holds_the_lease(
 
 
 async def test_a_restart_mid_sweep_neither_misses_nor_duplicates(
-    sim: Simulator, http: httpx.AsyncClient, store: SQLiteStore, clock: Clock, tmp_path: Path,
+    sim: Simulator, http: httpx.AsyncClient, store: Store, clock: Clock, tmp_path: Path,
 ) -> None:
     """A sweep cut after 2 pages keeps its progress; a new process tracks exactly the rest."""
     ids = [sim.world.add_call("ultravox", created_at=START - 400 + i).call_id for i in range(350)]
@@ -164,7 +165,7 @@ async def test_a_restart_mid_sweep_neither_misses_nor_duplicates(
     assert cut is not None and not cut.complete and cut.new == 200
     state = await store.discovery_state("ultravox")
     assert state is not None and state.mark == START - 400 + 199  # the newest call read
-    restarted = await SQLiteStore.open(tmp_path / "callwatch.db", owner="host:3:cc")
+    restarted = await open_store(tmp_path / "callwatch.db", owner="host:3:cc")
     try:
         clock.now += 60
         rest = await discovery(sim, http, restarted, clock, "ultravox",
@@ -177,7 +178,7 @@ async def test_a_restart_mid_sweep_neither_misses_nor_duplicates(
 
 
 async def test_malformed_items_are_skipped_and_the_rest_tracked(
-    sim: Simulator, http: httpx.AsyncClient, store: SQLiteStore, clock: Clock,
+    sim: Simulator, http: httpx.AsyncClient, store: Store, clock: Clock,
 ) -> None:
     """Every other item of a mangled page is skipped; the good ones and other pages go on."""
     ids = [sim.world.add_call("ultravox", created_at=START + i).call_id for i in range(120)]
@@ -191,7 +192,7 @@ async def test_malformed_items_are_skipped_and_the_rest_tracked(
 
 
 async def test_a_foreign_next_is_refused_and_the_mark_stays(
-    sim: Simulator, http: httpx.AsyncClient, store: SQLiteStore, clock: Clock,
+    sim: Simulator, http: httpx.AsyncClient, store: Store, clock: Clock,
 ) -> None:
     """The first page is tracked; the foreign page is never asked; the sweep is incomplete."""
     for i in range(150):
@@ -208,7 +209,7 @@ async def test_a_foreign_next_is_refused_and_the_mark_stays(
 
 @pytest.mark.parametrize("provider", ["ultravox", "envoy"])
 async def test_looping_pages_are_bounded(
-    provider: str, sim: Simulator, http: httpx.AsyncClient, store: SQLiteStore, clock: Clock,
+    provider: str, sim: Simulator, http: httpx.AsyncClient, store: Store, clock: Clock,
 ) -> None:
     """A next that returns to a seen page (Ultravox) or never ends (Envoy) stops the sweep."""
     for i in range(30):
@@ -224,7 +225,7 @@ async def test_looping_pages_are_bounded(
 
 @pytest.mark.parametrize("fault", [Fault.HUGE_PAGE, Fault.RATE_LIMIT, Fault.SERVER_ERROR])
 async def test_a_failed_page_is_asked_again_and_the_sweep_resumes(
-    fault: Fault, sim: Simulator, http: httpx.AsyncClient, store: SQLiteStore, clock: Clock,
+    fault: Fault, sim: Simulator, http: httpx.AsyncClient, store: Store, clock: Clock,
 ) -> None:
     """A 10 000-item page (not read: bounded memory), a 429 or a 5xx burst on page 2: the
     sweep asks that page again and ends complete, with every call tracked once."""
@@ -248,7 +249,7 @@ async def test_a_failed_page_is_asked_again_and_the_sweep_resumes(
 
 
 async def test_a_rate_limited_page_pauses_the_lanes_bucket(
-    sim: Simulator, http: httpx.AsyncClient, store: SQLiteStore, clock: Clock,
+    sim: Simulator, http: httpx.AsyncClient, store: Store, clock: Clock,
 ) -> None:
     """A 429 with Retry-After pauses the very bucket the polling lane draws from."""
     class Watched(TokenBucket):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.store.base import NewCall
-from worker.store.sqlite import SQLiteStore
+from worker.store.base import NewCall, Store
+from worker.store.factory import open_store
 
 pytestmark = pytest.mark.anyio
 T0 = 1_800_000_000.0
@@ -16,19 +16,19 @@ T0 = 1_800_000_000.0
 
 @pytest.fixture(params=["sqlite"])
 async def stores(request: pytest.FixtureRequest,
-                 tmp_path: Path) -> AsyncIterator[tuple[SQLiteStore, SQLiteStore]]:
+                 tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
     """Two workers (two owners) on one database."""
     assert request.param == "sqlite"
     path = tmp_path / "callwatch.db"
-    first = await SQLiteStore.open(path, owner="host-a:1:aa")
-    second = await SQLiteStore.open(path, owner="host-b:2:bb")
+    first = await open_store(path, owner="host-a:1:aa")
+    second = await open_store(path, owner="host-b:2:bb")
     yield first, second
     await first.close()
     await second.close()
 
 
 async def test_one_worker_sweeps_a_provider_at_a_time(
-    stores: tuple[SQLiteStore, SQLiteStore],
+    stores: tuple[Store, Store],
 ) -> None:
     """While one worker holds the lease the other gets None; after release it gets the row."""
     a, b = stores
@@ -43,7 +43,7 @@ async def test_one_worker_sweeps_a_provider_at_a_time(
 
 
 async def test_an_expired_lease_is_taken_over_and_the_old_holder_loses_it(
-    stores: tuple[SQLiteStore, SQLiteStore],
+    stores: tuple[Store, Store],
 ) -> None:
     """A dead worker's lease runs out; its late mark write is refused (False)."""
     a, b = stores
@@ -56,7 +56,7 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_loses_it(
 
 
 async def test_the_mark_is_durable_and_never_moves_back(
-    stores: tuple[SQLiteStore, SQLiteStore], tmp_path: Path,
+    stores: tuple[Store, Store], tmp_path: Path,
 ) -> None:
     """advance keeps the larger mark; None leaves it; a reopened file has it."""
     a, _ = stores
@@ -65,7 +65,7 @@ async def test_the_mark_is_durable_and_never_moves_back(
     assert await a.advance_discovery("ultravox", T0 + 50, T0 + 2)
     assert await a.advance_discovery("ultravox", T0 + 20, T0 + 3)
     assert await a.advance_discovery("ultravox", None, T0 + 4)
-    reopened = await SQLiteStore.open(tmp_path / "callwatch.db")
+    reopened = await open_store(tmp_path / "callwatch.db")
     try:
         state = await reopened.discovery_state("ultravox")
         assert state is not None and state.mark == T0 + 50
@@ -74,7 +74,7 @@ async def test_the_mark_is_durable_and_never_moves_back(
         await reopened.close()
 
 
-async def test_track_many_counts_only_new_calls(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
+async def test_track_many_counts_only_new_calls(stores: tuple[Store, Store]) -> None:
     """Tracking a listed call again changes nothing and is not counted as new."""
     a, _ = stores
     await a.track(NewCall(provider="envoy", call_id="call_1", metadata={"k": "v"}), T0)

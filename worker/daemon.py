@@ -32,7 +32,8 @@ from worker.providers import build_provider
 from worker.providers.base import Provider
 from worker.reconcile import Policy
 from worker.scheduler import Lane, Scheduler
-from worker.store.sqlite import SQLiteStore
+from worker.store.base import Store
+from worker.store.factory import open_configured
 from worker.supervise import status_line, supervise
 from worker.webhooks.relay import Relay
 
@@ -85,7 +86,7 @@ class Runtime:
     """What the components share: handed to each feature when the daemon is assembled."""
 
     config: Config
-    store: SQLiteStore
+    store: Store
     client: httpx.AsyncClient
     scheduler: Scheduler
     relay: Relay | None = None  # set at assembly; the API reads its stats and progress
@@ -109,7 +110,7 @@ class Daemon:
     async def run(self) -> None:
         self._stop = anyio.Event()
         self._second = anyio.Event()
-        store = await SQLiteStore.open(self.config.worker.database)
+        store = await open_configured(self.config)
         try:
             released = await store.recover()
             async with http_client(self.config) as client:
@@ -148,7 +149,7 @@ class Daemon:
                     await inner.start(component.run)
                 outer.start_soon(supervise, self.notifier, runtime.store, components,
                                  self._stop.is_set)
-                log.info("daemon.ready", database=str(runtime.store.path),
+                log.info("daemon.ready", database=runtime.store.location,
                          providers=sorted(runtime.config.providers), leases_recovered=released,
                          components=[type(c).__name__ for c in components])
                 self.notifier.ready(await status_line(runtime.store, components))

@@ -35,8 +35,7 @@ from worker.discovery_sweep import MAX_PAGES, Record, SweepReport, sweep
 from worker.providers.listing import CallLister, ListedCall, make_lister
 from worker.ratelimit import TokenBucket
 from worker.scheduler import Scheduler
-from worker.store.base import NewCall
-from worker.store.discovery import DiscoveryStore
+from worker.store.base import NewCall, Store
 
 log = structlog.get_logger("worker.discovery")
 
@@ -50,7 +49,7 @@ class DiscoveryLane:
     config: DiscoveryConfig
 
 
-def recorder(store: DiscoveryStore, provider: str, clock: Callable[[], float]) -> Record:
+def recorder(store: Store, provider: str, clock: Callable[[], float]) -> Record:
     """Track a page's calls in one transaction, with metadata ``{}``; return how many new."""
 
     async def record(calls: Sequence[ListedCall]) -> int:
@@ -64,7 +63,7 @@ def recorder(store: DiscoveryStore, provider: str, clock: Callable[[], float]) -
 class Discovery:
     """Sweeps each configured provider's list every ``discover_interval`` until ``stop()``."""
 
-    def __init__(self, store: DiscoveryStore, lanes: Mapping[str, DiscoveryLane], *,
+    def __init__(self, store: Store, lanes: Mapping[str, DiscoveryLane], *,
                  clock: Callable[[], float] = time.time,
                  on_new: Callable[[str], None] | None = None,
                  max_pages: int = MAX_PAGES) -> None:
@@ -95,7 +94,7 @@ class Discovery:
         return f"{self.tracked} calls discovered"
 
     @classmethod
-    def attach(cls, config: Config, store: DiscoveryStore, scheduler: Scheduler,
+    def attach(cls, config: Config, store: Store, scheduler: Scheduler,
                client: httpx.AsyncClient) -> Discovery | None:
         """The component for every provider with ``discover = true``; None when there is none.
 

@@ -34,7 +34,7 @@ from worker.model import FailureKind, NotFound, PollFailed, PollResult, Snapshot
 from worker.providers.base import Provider
 from worker.ratelimit import TokenBucket
 from worker.reconcile import Policy, on_poll
-from worker.store.base import PollApplied, Store
+from worker.store.base import CallStore, PollApplied
 from worker.store.retry import until_written
 
 log = structlog.get_logger("worker.scheduler")
@@ -68,7 +68,7 @@ class SchedulerStats:
 class Scheduler:
     """Polls due calls until ``stop()``; then finishes what is in flight and returns."""
 
-    def __init__(self, store: Store, lanes: Mapping[str, Lane], *,
+    def __init__(self, store: CallStore, lanes: Mapping[str, Lane], *,
                  clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random,
                  batch_size: int = 512, idle_wait: float = 1.0) -> None:

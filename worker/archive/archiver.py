@@ -31,13 +31,13 @@ from anyio.abc import TaskGroup, TaskStatus
 from structlog.typing import FilteringBoundLogger
 
 from worker.archive.attempt import Attempt, Outcome, Pause, Retry, Tools
-from worker.archive.base import DownloadJob, DownloadStore
+from worker.archive.base import DownloadJob
 from worker.archive.disk import Disk, FileOps, describe
 from worker.config import Config
 from worker.config_sections import ArchiveConfig
 from worker.reconcile import Archived, ArchiveFailed
 from worker.scheduler import Lane, Scheduler
-from worker.store.downloads import DOWNLOAD_LEASE
+from worker.store.base import DownloadStore
 from worker.store.retry import until_written
 
 log = structlog.get_logger("worker.archive")
@@ -216,7 +216,7 @@ class Archiver:
     async def _renew_leases(self) -> None:
         """Keep the leases of long downloads alive (another worker must not take them)."""
         while True:
-            await anyio.sleep(DOWNLOAD_LEASE / 3)
+            await anyio.sleep(self._store.lease_seconds / 3)
             if self.stats.in_flight:
                 try:
                     await self._store.extend_download_leases(self._clock())

@@ -31,6 +31,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from worker.config import Config
+from worker.store.base import DeliveryStore
 from worker.store.retry import until_written
 from worker.webhooks import signing, transport
 from worker.webhooks.base import (
@@ -38,7 +39,6 @@ from worker.webhooks.base import (
     AttemptResult,
     Claim,
     ClaimedDelivery,
-    DeliveryStore,
     Route,
 )
 from worker.webhooks.endpoints import Endpoints, safe_url
