@@ -83,3 +83,18 @@ async def test_track_many_counts_only_new_calls(stores: tuple[Store, Store]) -> 
     assert new == 2
     kept = await a.get_call("envoy", "call_1")
     assert kept is not None and kept.metadata == {"k": "v"}
+
+
+async def test_a_dead_local_holder_loses_its_lease_at_once(tmp_path: Path) -> None:
+    """A lease held by a process of this host that no longer runs is taken over at once."""
+    import socket
+
+    path = tmp_path / "callwatch.db"
+    dead = await open_store(path, owner=f"{socket.gethostname()}:999999999:dd")
+    alive = await open_store(path, owner=f"{socket.gethostname()}:1:ee")
+    try:
+        assert await dead.claim_discovery("ultravox", T0) is not None
+        assert await alive.claim_discovery("ultravox", T0 + 1) is not None
+    finally:
+        await dead.close()
+        await alive.close()

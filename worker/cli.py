@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole pipeline against the built-in simulator")
     demo.add_argument("--calls", type=int, default=9, help="how many calls to simulate")
     _delivery_parsers(commands)
+    from worker.backfill import add_parser as add_backfill_parser
+
+    add_backfill_parser(commands)
     return parser
 
 
@@ -107,7 +110,7 @@ def _fail(code: int, message: str, debug: bool) -> int:
     return code
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per command
     from worker import logs
 
     # Commands other than run keep stdout for their output; only warnings go to stderr.
@@ -118,7 +121,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_demo(calls=args.calls)
     # Only the daemon and check-config need the credentials; an operator's shell that tracks a
     # call or reads status must not need the daemon's secrets.
-    needs_secrets = args.command in ("run", "check-config")
+    needs_secrets = args.command in ("run", "check-config", "backfill")
     config = load(config_path(args.config, os.environ), resolve_secrets=needs_secrets)
     if args.command == "check-config":
         return _check_config(config)
@@ -132,6 +135,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.provider is not None and args.call_id is None:
             raise UsageError("status takes either nothing or PROVIDER CALL_ID")
         return anyio.run(show_status, config, args.provider, args.call_id, args.json, args.limit)
+    if args.command == "backfill":
+        from worker.backfill import BadInputError as BadBackfillError
+        from worker.backfill import run_backfill
+
+        try:
+            return run_backfill(config, args)
+        except BadBackfillError as exc:
+            raise UsageError(str(exc)) from None
     if args.command in ("deliveries", "replay"):
         from worker.webhooks.commands import BadInputError, run_command
 

@@ -3,7 +3,8 @@
 One row per provider holds when discovery first ran (the floor without ``discover_since``),
 the high-water mark, and a lease: several workers on one database must not sweep the same
 provider at once, so a sweep starts by claiming the row and renews the claim with every mark
-it writes. A worker that dies leaves a lease that runs out after ``DISCOVERY_LEASE``.
+it writes. A worker that dies leaves a lease that runs out after ``DISCOVERY_LEASE``, or at
+once for a worker on this host whose process is gone.
 
 The contract is ``DiscoveryStore`` in ``store/base.py``; this part uses only the connector's
 public API, like ``deliveries.py`` and ``downloads.py``.
@@ -12,6 +13,7 @@ public API, like ``deliveries.py`` and ``downloads.py``.
 from __future__ import annotations
 
 from worker.store.base import DISCOVERY_LEASE, DiscoveryState
+from worker.store.planning import dead_owners
 from worker.store.sqlite_db import SQLiteDatabase
 
 
@@ -28,11 +30,17 @@ class SQLiteDiscovery:
             await db.execute(
                 "INSERT INTO discovery (provider, first_ran_at, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (provider) DO NOTHING", (provider, now, now))
+            held = await (await db.execute(
+                "SELECT lease_owner FROM discovery WHERE provider = ?", (provider,))).fetchone()
+            # A holder that was killed on this host gives its lease up at once, as call
+            # leases do at start (``recover``); one elsewhere lets it run out.
+            dead = dead_owners([held[0]], self.owner) if held and held[0] else []
             cursor = await db.execute(
                 "UPDATE discovery SET lease_owner = ?, lease_until = ?, updated_at = ? "
                 "WHERE provider = ? AND (lease_owner IS NULL OR lease_owner = ? "
-                "OR lease_until < ?) RETURNING first_ran_at, mark",
-                (self.owner, now + lease, now, provider, self.owner, now))
+                "OR lease_owner = ? OR lease_until < ?) RETURNING first_ran_at, mark",
+                (self.owner, now + lease, now, provider, self.owner,
+                 dead[0] if dead else self.owner, now))
             row = await cursor.fetchone()
         if row is None:
             return None
