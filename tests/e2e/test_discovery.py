@@ -127,7 +127,7 @@ async def _tracked_some(daemon: DaemonUnderTest) -> bool:
 
 
 def backfill(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
+    return subprocess.run(
         [sys.executable, "-m", "worker", "--config", str(config), "backfill", *args],
         env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120,
         check=False)
