@@ -14,7 +14,7 @@ from tests.providers.support import make_config
 from worker.config_discovery import DiscoveryConfig
 from worker.discovery import Discovery, DiscoveryLane, recorder
 from worker.discovery_plan import OVERLAP, Window
-from worker.discovery_sweep import SweepReport, sweep
+from worker.discovery_sweep import sweep
 from worker.providers.listing import make_lister
 from worker.ratelimit import TokenBucket
 from worker.secrets import Secret
@@ -237,12 +237,10 @@ async def test_a_failed_page_is_asked_again_and_the_sweep_resumes(
     # 3 hits: more than the adapter's own retries of a 5xx, so the sweep must ask again.
     params = {"count": 1} if fault is Fault.HUGE_PAGE else {"count": 3, "retry_after": 0}
 
-    async def after_page(report: SweepReport) -> None:
-        if report.pages == 1:
-            sim.faults["envoy"].add(fault, **params)
-
+    sim.faults["envoy"].add(Fault.SLOW, delay=0, count=1)  # page 1: served as it is
+    sim.faults["envoy"].add(fault, **params)  # then page 2, asked until it is served
     report = await sweep(make_lister(config, http), bucket, window,
-                         recorder(store, "envoy", clock), on_page=after_page)
+                         recorder(store, "envoy", clock))
     assert report.complete and report.retries >= 1 and report.pages == 3
     assert report.new == 250 and await tracked(store, "envoy") == set(ids)
     assert sim.faults["envoy"].hits[fault] == params["count"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectSendStream
 
 from worker.discovery_plan import Window, wanted
 from worker.model import FailureKind, PollFailed
@@ -62,34 +63,78 @@ async def sweep(
     on_page: Callable[[SweepReport], Awaitable[None]] | None = None,
     stopping: Callable[[], bool] = lambda: False,
 ) -> SweepReport:
-    """List ``window`` page by page, ``record`` each page's calls; never raises for a reply."""
+    """List ``window`` page by page, ``record`` each page's calls; never raises for a reply.
+
+    The next page is fetched while the current one is recorded (the provider's answer and
+    the database write overlap); the stream between the two holds one page, so at most three
+    are in memory.
+    """
     report = SweepReport()
+    send, receive = anyio.create_memory_object_stream[Page | str](1)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_read_pages, lister, bucket, window, send, report,
+                          _Bounds(max_pages=max_pages, attempts=attempts, stopping=stopping))
+            async with receive:
+                async for item in receive:
+                    if isinstance(item, str):
+                        if item == "complete":
+                            report.complete = True
+                        else:
+                            report.stopped = item
+                        break
+                    await _record(item, window, record, report)
+                    if on_page is not None:
+                        await on_page(report)
+    except BaseExceptionGroup as group:  # the one error of the store or a callback, as it is
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    return report
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Bounds:
+    max_pages: int
+    attempts: int
+    stopping: Callable[[], bool]
+
+
+async def _read_pages(  # noqa: PLR0917 - started by start_soon, which passes positionally
+    lister: CallLister, bucket: TokenBucket, window: Window,
+    send: MemoryObjectSendStream[Page | str], report: SweepReport, bounds: _Bounds,
+) -> None:
+    """Fetch pages in order into ``send``; the last item says why the list ended."""
     url = lister.first_url(window.since, window.until)
     recent: deque[str] = deque(maxlen=LOOP_MEMORY)
     seen: set[str] = set()
-    while True:
-        if report.pages >= max_pages:
-            return _stop(report, lister, "page_limit", max_pages=max_pages)
-        if stopping():
-            return _stop(report, lister, "stopping")
-        if len(recent) == recent.maxlen:
-            seen.discard(recent[0])
-        recent.append(url)
-        seen.add(url)
-        page = await _fetch(lister, bucket, url, attempts, report)
-        if isinstance(page, PollFailed):
-            return _stop(report, lister, "failed", reason=page.message)
-        await _record(page, window, record, report)
-        if on_page is not None:
-            await on_page(report)
-        if page.next_url is None:
-            if page.refused_next:
-                return _stop(report, lister, "foreign_next")
-            report.complete = True
-            return report
-        if page.next_url in seen:
-            return _stop(report, lister, "loop")
-        url = page.next_url
+    fetched = 0
+    async with send:
+        while True:
+            if fetched >= bounds.max_pages:
+                await send.send(_stop(lister, "page_limit", max_pages=bounds.max_pages))
+                return
+            if bounds.stopping():
+                await send.send(_stop(lister, "stopping"))
+                return
+            if len(recent) == recent.maxlen:
+                seen.discard(recent[0])
+            recent.append(url)
+            seen.add(url)
+            page = await _fetch(lister, bucket, url, bounds.attempts, report)
+            if isinstance(page, PollFailed):
+                await send.send(_stop(lister, "failed", reason=page.message))
+                return
+            fetched += 1
+            await send.send(page)
+            if page.next_url is None:
+                await send.send(_stop(lister, "foreign_next") if page.refused_next
+                                else "complete")
+                return
+            if page.next_url in seen:
+                await send.send(_stop(lister, "loop"))
+                return
+            url = page.next_url
 
 
 async def _record(page: Page, window: Window, record: Record, report: SweepReport) -> None:
@@ -134,9 +179,7 @@ async def _fetch(lister: CallLister, bucket: TokenBucket, url: str, attempts: in
     return failed
 
 
-def _stop(report: SweepReport, lister: CallLister, why: str, **details: object) -> SweepReport:
-    report.stopped = why
+def _stop(lister: CallLister, why: str, **details: object) -> str:
     if why != "stopping":
-        log.warning("discovery.sweep_cut_short", provider=lister.name, why=why,
-                    pages=report.pages, **details)
-    return report
+        log.warning("discovery.sweep_cut_short", provider=lister.name, why=why, **details)
+    return why

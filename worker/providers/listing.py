@@ -21,6 +21,7 @@ as unordered.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from worker.model import FailureKind, NotFound, PollFailed
 from worker.providers import _fields, _http
 from worker.signed_urls import parse_timestamp
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 PAGE_SIZE = 100  # Envoy's documented maximum; Ultravox is asked for the same
 LISTABLE = frozenset({"ultravox", "envoy"})
 
@@ -78,6 +80,24 @@ def rfc3339(t: float) -> str:
         "+00:00", "Z")
 
 
+def _timestamp(raw: object) -> float | None:
+    """``parse_timestamp``, with a fast path for the RFC 3339 the lists send (a backfill reads
+    every call's creation time: the tolerant parser cost a third of its CPU)."""
+    if isinstance(raw, str) and len(raw) >= 20 and raw[10] in "Tt":
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            return parse_timestamp(raw)
+        if parsed.tzinfo is not None:
+            return parsed.timestamp()
+    return parse_timestamp(raw)
+
+
+def _uuid(call_id: str) -> str | None:
+    """``_http.check_uuid``, one regex for the usual case of a well-formed id."""
+    return None if _UUID.fullmatch(call_id) else _http.check_uuid(call_id)
+
+
 def _item(item: Any, id_key: str, time_keys: tuple[str, ...], *, time_required: bool,
           check_id: Any) -> ListedCall | None:
     """One list item as a ``ListedCall``; None when it has no usable id or time."""
@@ -89,7 +109,7 @@ def _item(item: Any, id_key: str, time_keys: tuple[str, ...], *, time_required: 
     for key in time_keys:
         raw = item.get(key)
         if raw is not None:
-            created = parse_timestamp(raw)
+            created = _timestamp(raw)
             return None if created is None else ListedCall(call_id, created)
     return None if time_required else ListedCall(call_id, None)
 
@@ -146,7 +166,7 @@ class UltravoxLister:
         if not isinstance(raw, list):
             raise _fields.UnparseableError("results is not a list")
         calls, skipped = _items(raw, self._log, "callId", ("created",), time_required=True,
-                                check_id=_http.check_uuid)
+                                check_id=_uuid)
         next_url = body.get("next")
         if next_url is not None and not isinstance(next_url, str):
             raise _fields.UnparseableError("next is not a string")

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import base64
 import bisect
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -160,11 +161,11 @@ def ultravox_list(world: World, index: Index, request: Request,
     lo, hi = index.window(since, until)
     if sort == "created":
         start = lo if cursor is None else max(lo, bisect.bisect_right(index.keys, cursor))
-        chosen = [s for s in index.scripts[start:hi] if not s.gone(now)][:size]
+        chosen = _first(size, (index.scripts[i] for i in range(start, hi)), now)
         more = bool(chosen) and bisect.bisect_right(index.keys, _key(chosen[-1])) < hi
     else:
         stop = hi if cursor is None else min(hi, bisect.bisect_left(index.keys, cursor))
-        chosen = [s for s in reversed(index.scripts[lo:stop]) if not s.gone(now)][:size]
+        chosen = _first(size, (index.scripts[i] for i in range(stop - 1, lo - 1, -1)), now)
         more = bool(chosen) and bisect.bisect_left(index.keys, _key(chosen[-1])) > lo
     results = [make(s, now) for s in chosen]
     base = f"{origin(request)}/api/calls"
@@ -223,6 +224,11 @@ def envoy_list(world: World, index: Index, request: Request,
                   "total_pages": total_pages, "has_next": page < total_pages,
                   "has_prev": page > 1}
     return Reply(200, {"data": data, "pagination": pagination})
+
+
+def _first(size: int, scripts: Iterator[CallScript], now: float) -> list[CallScript]:
+    """The first ``size`` calls that have not vanished: a page costs its size, not the list's."""
+    return list(itertools.islice((s for s in scripts if not s.gone(now)), size))
 
 
 def _key(script: CallScript) -> Key:
