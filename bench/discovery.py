@@ -112,10 +112,11 @@ async def measure_async(options: Options) -> Report:
             start = float(int(time.time() - max(options.sizes) * 0.001 - 3600))  # exact in µs
             added = 0
             for size in sorted(options.sizes):
-                scripts = [{"provider": "ultravox", "call_id": new_call_id("ultravox"),
-                            "created_at": start + i * 0.001, "starts_after": None,
-                            "join_timeout": 86_400.0, "recordings": []}
-                           for i in range(added, size)]
+                scripts: list[dict[str, Any]] = [
+                    {"provider": "ultravox", "call_id": new_call_id("ultravox"),
+                     "created_at": start + i * 0.001, "starts_after": None,
+                     "join_timeout": 86_400.0, "recordings": []}
+                    for i in range(added, size)]
                 await add_sim_calls(sim, scripts)
                 added = size
                 since, until = start, start + (size - 1) * 0.001 + 0.0005
