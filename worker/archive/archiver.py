@@ -38,6 +38,7 @@ from worker.config_sections import ArchiveConfig
 from worker.reconcile import Archived, ArchiveFailed
 from worker.scheduler import Lane, Scheduler
 from worker.store.base import DownloadStore
+from worker.store.errors import PermanentStoreError
 from worker.store.retry import until_written
 
 log = structlog.get_logger("worker.archive")
@@ -240,7 +241,10 @@ class Archiver:
             except Exception as exc:
                 bound.exception("archive.crashed")
                 outcome = Retry(reason=f"internal error ({type(exc).__name__})")
-            await self._settle(job, outcome, lane, bound, time.monotonic() - started)
+            try:
+                await self._settle(job, outcome, lane, bound, time.monotonic() - started)
+            except PermanentStoreError as exc:
+                await self._refused(job, exc, bound)
         finally:
             self.stats.in_flight -= 1
             self._limiter.release_on_behalf_of(job.key)
@@ -293,6 +297,18 @@ class Archiver:
             listener()
 
     # ----------------------------------------------------------------------- pause
+
+    async def _refused(self, job: DownloadJob, error: PermanentStoreError,
+                       bound: FilteringBoundLogger) -> None:
+        """The database refuses this job's result for good: count a failed attempt (so its
+        attempts run out) instead of holding the job, or the archiver, forever."""
+        bound.error("archive.result_refused", error=str(error))
+        try:
+            await self._store_retry(lambda: self._store.record_download_failure(
+                job, reason=f"result cannot be stored: {error}"[:300],
+                retry_at=self._clock() + 300, counted=True))
+        except PermanentStoreError as exc:
+            bound.error("store.write_refused", what="download failure", error=str(exc))
 
     async def _pause(self, reason: str) -> None:
         if self.stats.paused is not None:

@@ -88,6 +88,7 @@ class Counts:
 
     calls_by_state: Mapping[tuple[str, str], int]  # (provider, state) -> n; state includes
     #                                                 terminal kinds "completed"/"tracking_failed"
+    #                                                 and "set_aside" (see CallStore.set_aside)
     events: int
     oldest_due_at: float | None
 
@@ -107,6 +108,11 @@ class StoreHealth:
 
 class CallStore(Protocol):
     """Domain-level persistence of tracked calls and their outbox."""
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim holds; holders renew well within it (``extend_call_leases``)."""
+        ...
 
     async def track(self, call: NewCall, now: float) -> bool:
         """Start tracking; False (and nothing changed) if the call is already tracked."""
@@ -145,6 +151,19 @@ class CallStore(Protocol):
 
     async def track_many(self, calls: Sequence[tuple[NewCall, float]]) -> int:
         """Track many ``(call, now)`` in one transaction (a bulk import); how many were new."""
+        ...
+
+    async def extend_call_leases(self, now: float) -> int:
+        """Push back the lease of every call this store holds (polls and results not yet
+        committed), so ``lease_seconds`` can be short; return how many."""
+        ...
+
+    async def set_aside(self, provider: str, call_id: str, reason: str, now: float) -> bool:
+        """Stop polling a call whose results cannot be stored (``reason``), for good.
+
+        Durable: the call is never claimed again, ``counts`` reports it in the state
+        ``set_aside``, and it stays so after a restart. False if the call is not tracked.
+        """
         ...
 
 

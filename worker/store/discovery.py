@@ -1,4 +1,4 @@
-"""Discovery's durable state over SQLite: a part of ``SQLiteStore`` (migration 0004).
+"""Discovery's durable state over SQLite: a part of ``SQLiteStore`` (migration 0005).
 
 One row per provider holds when discovery first ran (the floor without ``discover_since``),
 the high-water mark, and a lease: several workers on one database must not sweep the same

@@ -36,7 +36,7 @@ from worker.store.base import (
 from worker.store.deliveries import SQLiteDeliveries
 from worker.store.discovery import SQLiteDiscovery
 from worker.store.downloads import SQLiteDownloads
-from worker.store.errors import StoreError
+from worker.store.errors import PermanentStoreError, StoreError
 from worker.store.planning import dead_owners, owner_is_dead, worker_identity
 from worker.store.sqlite_db import BUSY_TIMEOUT_MS, SCHEMA_VERSION, SQLiteDatabase, migrations
 from worker.webhooks.base import (
@@ -120,6 +120,22 @@ class SQLiteStore:
                                           [_track_params(call, now) for call, now in calls])
             return cursor.rowcount
 
+    async def extend_call_leases(self, now: float) -> int:
+        async with self.db.transaction() as db:
+            cursor = await db.execute(
+                "UPDATE calls SET lease_until = ? "
+                "WHERE lease_owner = ? AND lease_until IS NOT NULL",
+                (now + self._lease_seconds, self.owner))
+            return cursor.rowcount
+
+    async def set_aside(self, provider: str, call_id: str, reason: str, now: float) -> bool:
+        async with self.db.transaction() as db:
+            cursor = await db.execute(
+                "UPDATE calls SET set_aside_reason = ?, set_aside_at = ?, next_poll_at = NULL, "
+                "lease_owner = NULL, lease_until = NULL WHERE provider = ? AND call_id = ?",
+                (reason[:500], now, provider, call_id))
+            return cursor.rowcount == 1
+
     async def claim_due_calls(self, provider: str, now: float, limit: int) -> list[TrackedCall]:
         if limit <= 0:
             return []
@@ -129,15 +145,27 @@ class SQLiteStore:
         claimed, recordings = await self.db.job(
             jobs.claim_due, provider, now=now, owner=self.owner, until=now + self._lease_seconds,
             limit=limit)
-        return rows.calls_from_values(claimed, recordings)
+        unreadable: list[tuple[str, str, str]] = []
+        calls = rows.calls_from_values(claimed, recordings, unreadable)
+        for bad_provider, call_id, why in unreadable:
+            log.error("store.call_set_aside", provider=bad_provider, call_id=call_id, error=why,
+                      hint="the call cannot be read back; it is no longer polled")
+            await self.set_aside(bad_provider, call_id, f"cannot read the call: {why}", now)
+        return calls
 
     async def apply_poll_results(self, items: Sequence[PollApplied], now: float) -> None:
         if not items:
             return
         # Every parameter (event ids and bodies included) is built before the write lock is
         # taken: the transaction then holds the database only for the statements themselves.
-        writes = rows.poll_writes(items, now)
-        updates = rows.call_updates(writes.calls)
+        try:
+            writes = rows.poll_writes(items, now)
+            updates = rows.call_updates(writes.calls)
+        except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+            # Data that cannot be encoded (metadata nested too deep, a value JSON cannot
+            # hold): the same every time, so permanent; ``retry.write_isolating`` finds the
+            # call it belongs to.
+            raise PermanentStoreError(f"cannot encode poll results: {exc!r}"[:300]) from exc
         if len(updates) == 1 and not writes.events and not writes.recordings:
             # One UPDATE is atomic on its own: a batch that changed nothing but call rows, as
             # most do, needs no BEGIN/COMMIT.
@@ -196,8 +224,7 @@ class SQLiteStore:
             by_state = {
                 (r[0], r[1]): r[2]
                 for r in await db.execute_fetchall(
-                    "SELECT provider, COALESCE(terminal, status), COUNT(*) FROM calls "
-                    "GROUP BY provider, COALESCE(terminal, status)")
+                    f"SELECT provider, {_STATE}, COUNT(*) FROM calls GROUP BY provider, {_STATE}")
             }
             # Events are never deleted, so the last seq is their number: no scan of the outbox.
             [(events,)] = await db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) FROM events")
@@ -347,9 +374,18 @@ class SQLiteStore:
     async def discovery_state(self, provider: str) -> DiscoveryState | None:
         return await self.discovery.discovery_state(provider)
 
+
+# A call's state for ``counts``: its terminal kind, else set aside, else its status.
+_STATE = ("COALESCE(terminal, CASE WHEN set_aside_reason IS NOT NULL THEN 'set_aside' END, "
+          "status)")
+
 def _track_params(call: NewCall, now: float) -> tuple[Any, ...]:
-    return (call.provider, call.call_id, json.dumps(dict(call.metadata)), call.webhook_url,
-            now, now, now)
+    try:
+        metadata = json.dumps(dict(call.metadata))
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise PermanentStoreError(f"cannot store the metadata of {call.provider} "
+                                  f"{call.call_id}: {exc!r}"[:300]) from exc
+    return (call.provider, call.call_id, metadata, call.webhook_url, now, now, now)
 
 
 def _event(row: sqlite3.Row) -> StoredEvent:

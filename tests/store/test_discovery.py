@@ -1,30 +1,20 @@
-"""Discovery's store contract on a real SQLite file: the lease, the mark, the first run."""
+"""The store contract, discovery's part: the lease, the mark, the first run (every backend)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
+from tests.store.conftest import StoreFactory
 from worker.store.base import NewCall, Store
-from worker.store.factory import open_store
 
 pytestmark = pytest.mark.anyio
 T0 = 1_800_000_000.0
 
 
-@pytest.fixture(params=["sqlite"])
-async def stores(request: pytest.FixtureRequest,
-                 tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
-    """Two workers (two owners) on one database."""
-    assert request.param == "sqlite"
-    path = tmp_path / "callwatch.db"
-    first = await open_store(path, owner="host-a:1:aa")
-    second = await open_store(path, owner="host-b:2:bb")
-    yield first, second
-    await first.close()
-    await second.close()
+@pytest.fixture
+async def stores(store_factory: StoreFactory) -> tuple[Store, Store]:
+    """Two workers (two owners on other hosts) on one database."""
+    return (await store_factory(owner="host-a:1:aa"), await store_factory(owner="host-b:2:bb"))
 
 
 async def test_one_worker_sweeps_a_provider_at_a_time(
@@ -56,7 +46,7 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_loses_it(
 
 
 async def test_the_mark_is_durable_and_never_moves_back(
-    stores: tuple[Store, Store], tmp_path: Path,
+    stores: tuple[Store, Store], store_factory: StoreFactory,
 ) -> None:
     """advance keeps the larger mark; None leaves it; a reopened file has it."""
     a, _ = stores
@@ -65,13 +55,11 @@ async def test_the_mark_is_durable_and_never_moves_back(
     assert await a.advance_discovery("ultravox", T0 + 50, T0 + 2)
     assert await a.advance_discovery("ultravox", T0 + 20, T0 + 3)
     assert await a.advance_discovery("ultravox", None, T0 + 4)
-    reopened = await open_store(tmp_path / "callwatch.db")
-    try:
-        state = await reopened.discovery_state("ultravox")
-        assert state is not None and state.mark == T0 + 50
-        assert await reopened.discovery_state("envoy") is None
-    finally:
-        await reopened.close()
+    await a.close()
+    reopened = await store_factory()
+    state = await reopened.discovery_state("ultravox")
+    assert state is not None and state.mark == T0 + 50
+    assert await reopened.discovery_state("envoy") is None
 
 
 async def test_track_many_counts_only_new_calls(stores: tuple[Store, Store]) -> None:
@@ -85,16 +73,11 @@ async def test_track_many_counts_only_new_calls(stores: tuple[Store, Store]) -> 
     assert kept is not None and kept.metadata == {"k": "v"}
 
 
-async def test_a_dead_local_holder_loses_its_lease_at_once(tmp_path: Path) -> None:
+async def test_a_dead_local_holder_loses_its_lease_at_once(store_factory: StoreFactory) -> None:
     """A lease held by a process of this host that no longer runs is taken over at once."""
     import socket
 
-    path = tmp_path / "callwatch.db"
-    dead = await open_store(path, owner=f"{socket.gethostname()}:999999999:dd")
-    alive = await open_store(path, owner=f"{socket.gethostname()}:1:ee")
-    try:
-        assert await dead.claim_discovery("ultravox", T0) is not None
-        assert await alive.claim_discovery("ultravox", T0 + 1) is not None
-    finally:
-        await dead.close()
-        await alive.close()
+    dead = await store_factory(owner=f"{socket.gethostname()}:999999999:dd")
+    alive = await store_factory(owner=f"{socket.gethostname()}:1:ee")
+    assert await dead.claim_discovery("ultravox", T0) is not None
+    assert await alive.claim_discovery("ultravox", T0 + 1) is not None
