@@ -33,6 +33,7 @@ SUITE: dict[str, list[str]] = {
     "relay": ["--quick"],
     "archive": ["--sizes", "8", "--reps", "1"],
     "endlatency": ["--quick"],
+    "discovery": ["--quick"],
 }
 
 

@@ -56,3 +56,15 @@ def test_discover_under_apifycloud_is_an_error(tmp_path: Path, line: str) -> Non
     key = line.split(" ", 1)[0]
     assert_one_problem(problems_of(path), path, f"providers.apifycloud.{key}",
                        "no list endpoint")
+
+
+def test_turning_discovery_on_needs_a_restart(tmp_path: Path) -> None:
+    """A reload that switches discover on is named by restart_needed (the sweeps start then)."""
+    from worker.daemon import restart_needed
+
+    off = load(write(tmp_path, '[providers.ultravox]\napi_key_env = "ULTRAVOX_API_KEY"\n',
+                     "off.toml"), environ=ENVIRON)
+    on = load(write(tmp_path, '[providers.ultravox]\napi_key_env = "ULTRAVOX_API_KEY"\n'
+                              "discover = true\n", "on.toml"), environ=ENVIRON)
+    assert restart_needed(off, on) == ["providers.ultravox.discover (turned on)"]
+    assert restart_needed(on, off) == []

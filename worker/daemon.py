@@ -265,4 +265,8 @@ def restart_needed(old: Config, new: Config) -> list[str]:
         changed.append("delivery.max_connections")
     if set(old.providers) != set(new.providers):
         changed.append("providers (added or removed)")
+    for name, provider in new.providers.items():
+        before = old.providers.get(name)
+        if before is not None and provider.discovery.enabled and not before.discovery.enabled:
+            changed.append(f"providers.{name}.discover (turned on)")
     return changed
