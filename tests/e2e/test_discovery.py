@@ -172,3 +172,15 @@ async def test_backfill_bad_input_is_one_line_and_exit_2(sim: Simulator, tmp_pat
     result = await anyio.to_thread.run_sync(lambda: backfill(config, env, *args))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
+
+
+def test_the_demo_shows_a_discovered_call() -> None:
+    """callwatch demo leaves one call untracked; discovery finds it and it settles too."""
+    result = subprocess.run(  # the demo brings its own simulator
+        [sys.executable, "-m", "worker", "demo", "--calls", "3"], capture_output=True,
+        text=True, timeout=180, check=False, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    found = next(line for line in lines if "never tracked" in line).split()[3]  # its id
+    assert any(found in line and "call.completed" in line for line in lines)
+    assert "calls:       4 completed" in result.stdout
