@@ -4,7 +4,9 @@ Shared by the discovery component (every ``discover_interval``) and ``callwatch 
 
 * **Pacing**: every page takes a token from the provider's bucket, the very object its polling
   lane uses, and a 429/503 pauses that bucket: the sweep and the lane slow down together, and
-  the sweep never adds more than one request per page of 100 calls to the lane's budget.
+  the sweep never adds more than one request per page of 100 calls to the lane's budget. It
+  has one request in flight, the lane up to its concurrency: a lane with a backlog keeps
+  nearly all of the budget while a sweep runs.
 * **Resume**: a page that fails (429, 5xx, a page too large to read) is asked again, after the
   pause or a short back-off, up to ``attempts`` times; a sweep that still fails ends
   incomplete, and the next one starts from the durable mark (``discovery_plan``).
