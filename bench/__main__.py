@@ -34,6 +34,7 @@ SUITE: dict[str, list[str]] = {
     "archive": ["--sizes", "8", "--reps", "1"],
     "archive_s3": ["--sizes", "8", "--reps", "1"],
     "endlatency": ["--quick"],
+    "discovery": ["--quick"],
 }
 
 

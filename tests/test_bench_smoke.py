@@ -21,11 +21,12 @@ TINY = {
                 "--rounds", "1", "--diagnose"],
     "scale": ["--sizes", "300", "--rate", "100", "--seconds", "1", "--lead", "1.5"],
     "outbox": ["--events", "200", "--calls", "20", "--batch", "16", "--rounds", "1"],
+    "discovery": ["--sizes", "300", "--rounds", "1"],
 }
 
 
 def test_each_benchmark_completes_and_writes_its_json(tmp_path: Path) -> None:
-    """polling, scale and outbox each finish at tiny sizes and write a complete report."""
+    """Every benchmark finishes at tiny sizes and writes a complete report."""
     procs = {
         name: subprocess.Popen(
             [sys.executable, "-m", f"bench.{name}", "--quick", *args,

@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "real daemon with a temporary config, tracks calls and shows them settle.")
     demo.add_argument("--calls", type=int, default=9, help="how many calls to simulate")
     _delivery_parsers(commands)
+    from worker.backfill import add_parser as add_backfill_parser
+
+    add_backfill_parser(commands)
     return parser
 
 
@@ -221,7 +224,7 @@ def _error_prefix() -> str:
     return "<3>" if logs.is_journal(sys.stderr, os.environ) else ""
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per command
     from worker import logs
 
     # Commands other than run keep stdout for their output; only warnings go to stderr.
@@ -233,7 +236,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_demo(calls=args.calls)
     # Only the daemon and check-config need the credentials; an operator's shell that tracks a
     # call or reads status must not need the daemon's secrets.
-    needs_secrets = args.command in ("run", "check-config")
+    needs_secrets = args.command in ("run", "check-config", "backfill")
     environ: dict[str, str] = dict(os.environ)
     if getattr(args, "credentials_dir", None):
         environ["CREDENTIALS_DIRECTORY"] = args.credentials_dir
@@ -251,6 +254,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise UsageError("status takes either nothing or PROVIDER CALL_ID")
         return anyio.run(partial(show_status, config, args.provider, args.call_id, args.json,
                                  args.limit, state=args.state, only_provider=args.only_provider))
+    if args.command == "backfill":
+        from worker.backfill import BadInputError as BadBackfillError
+        from worker.backfill import run_backfill
+
+        try:
+            return run_backfill(config, args)
+        except BadBackfillError as exc:
+            raise UsageError(str(exc)) from None
     if args.command in ("deliveries", "replay"):
         from worker.webhooks.commands import BadInputError, run_command
 

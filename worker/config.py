@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from worker.config_discovery import DiscoveryConfig, parse_discovery
 from worker.config_reader import (
     Reader,
     Section,
@@ -95,6 +96,7 @@ class ProviderConfig:
     widget_key: Secret | None = None
     concurrency: int = DEFAULT_CONCURRENCY
     rate_limit: float = DEFAULT_RATE_LIMIT
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -180,6 +182,7 @@ def _provider(reader: Reader, name: str, table: Mapping[str, Any],
                               lambda v: None if 1 <= v <= 10_000 else "must be 1 to 10000")
     rate_limit = section.get("rate_limit", float, DEFAULT_RATE_LIMIT, positive_finite)
     provider_tracking = _tracking(section, tracking)
+    discovery = parse_discovery(section, listable=name in ("ultravox", "envoy"))
     section.unknown()
     return ProviderConfig(
         name=name,
@@ -191,6 +194,7 @@ def _provider(reader: Reader, name: str, table: Mapping[str, Any],
         widget_key=Secret(widget_key) if widget_key else None,
         concurrency=concurrency,
         rate_limit=rate_limit,
+        discovery=discovery,
     )
 
 

@@ -27,6 +27,7 @@ from worker.api.server import ApiServer
 from worker.archive.archiver import Archiver
 from worker.archive.targets import archive_root
 from worker.config import Config, ConfigError, load
+from worker.discovery import Discovery
 from worker.http_pool import ShardedTransport
 from worker.notify import Notifier
 from worker.providers import build_provider
@@ -174,6 +175,10 @@ class Daemon:
                 runtime.config, runtime.store, runtime.scheduler, runtime.client)
             archiver.on_commit(runtime.relay.wake)  # its events go out without waiting a tick
             components.append(archiver)
+        discovery = Discovery.attach(runtime.config, runtime.store, runtime.scheduler,
+                                     runtime.client)
+        if discovery is not None:
+            components.append(discovery)
         if runtime.config.api.listen:  # last: it reports on the others, and starts once they run
             components.append(ApiServer(runtime))
         self._components = components
@@ -306,4 +311,8 @@ def restart_needed(old: Config, new: Config) -> list[str]:
         changed.append("delivery.max_connections")
     if set(old.providers) != set(new.providers):
         changed.append("providers (added or removed)")
+    for name, provider in new.providers.items():
+        before = old.providers.get(name)
+        if before is not None and provider.discovery.enabled and not before.discovery.enabled:
+            changed.append(f"providers.{name}.discover (turned on)")
     return changed

@@ -150,6 +150,7 @@ async def _demo(calls: int) -> int:
         async with run_simulator(world) as sim:
             # The whole pipeline: events reach the webhook receiver, recordings the archive.
             config, env = write_config(workdir, sim, archive=True, webhook=True)
+            found = _discoverable(world, config)
             print(f"callwatch demo: simulator on loopback "
                   f"({', '.join(f'{p} {u}' for p, u in sim.base_urls.items())}); "
                   f"webhooks to {sim.sink_url}\n  workdir {workdir}", flush=True)
@@ -162,7 +163,10 @@ async def _demo(calls: int) -> int:
                     code = await anyio.to_thread.run_sync(cli.main, argv)
                     printer.line(f"{printer.name(script.provider, script.call_id)}  tracked "
                                  f"(callwatch track exited {code})")
-                done = await _follow(config.parent / "callwatch.db", scripts, sim, printer, proc)
+                printer.line(f"{printer.name(found.provider, found.call_id)}  never tracked: "
+                             "left for discovery to find")
+                done = await _follow(config.parent / "callwatch.db", [*scripts, found], sim,
+                                     printer, proc)
                 done = done and await _delivered(config.parent / "callwatch.db", sim)
             finally:
                 code = stop_daemon(proc)
@@ -172,6 +176,24 @@ async def _demo(calls: int) -> int:
                 log_lines = (workdir / "daemon.log").read_text(errors="replace").splitlines()
                 print("\n".join(log_lines[-30:]), file=sys.stderr)
     return 0 if done and code == 0 else 1
+
+
+def _discoverable(world: World, config: Path) -> CallScript:
+    """One Ultravox call nobody tracks, and discovery switched on to find it.
+
+    ``discover_since`` lies between the tracked calls' creation and this one's, so discovery
+    finds only this call and the tracked ones keep the metadata ``track`` gives them.
+    """
+    from datetime import UTC, datetime
+
+    now = world.clock()
+    script = world.add_call("ultravox", created_at=now + 1.0, starts_after=2, lasts=3,
+                            recordings=[RecordingScript(ready_after=1, size=128 * 1024)])
+    since = datetime.fromtimestamp(now + 0.5, UTC).isoformat()
+    key = 'api_key_env = "SIM_ULTRAVOX_KEY"'
+    config.write_text(config.read_text().replace(
+        key, f'{key}\ndiscover = true\ndiscover_interval = 1\ndiscover_since = "{since}"'))
+    return script
 
 
 def _received_ids(sim: Simulator) -> set[str | None]:

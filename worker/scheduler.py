@@ -104,6 +104,10 @@ class Scheduler:
     def lanes(self) -> Mapping[str, Lane]:
         return self._lanes
 
+    def bucket(self, provider: str) -> TokenBucket:
+        """The provider's token bucket and 429 pause; discovery paces its list requests by it."""
+        return self._buckets[provider]
+
     def reconfigure(self, lanes: Mapping[str, Lane]) -> None:
         """Take new policies and limits (SIGHUP) for providers that already have a lane."""
         for name, lane in lanes.items():

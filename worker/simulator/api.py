@@ -81,6 +81,7 @@ class ProviderApp:
                 reply = Reply(found, self.error(found, text))
             else:
                 handler, request.params = found
+                request.fault = rule
                 reply = handler(request)
         if reply.stream is not None:
             await send_recording(send, request, reply.stream, content_type=reply.content_type)

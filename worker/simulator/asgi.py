@@ -32,6 +32,7 @@ class Request:
     receive: Receive
     params: dict[str, str] = field(default_factory=dict)
     disconnected: bool = False  # set by body() when the client left mid-request
+    fault: Any = None  # the fault rule picked for this request, for handlers that act it out
 
     @property
     def method(self) -> str:

@@ -1,4 +1,4 @@
-"""Fake Envoy (tryenvoy.ai): ``GET /api/v1/calls/{id}`` and its ``/recording`` JSON.
+"""Fake Envoy (tryenvoy.ai): ``GET /api/v1/calls/{id}``, its ``/recording`` JSON, the list.
 
 Bearer auth (401 without). Status goes SCHEDULED -> IN_PROGRESS -> the script's final status
 (COMPLETED by default, NO_ANSWER for a call nobody joined). ``recording_status`` is null while
@@ -16,6 +16,7 @@ from typing import Any
 from worker.simulator.api import ProviderApp, Reply
 from worker.simulator.asgi import Request, Router
 from worker.simulator.faults import Faults
+from worker.simulator.listing import Index, envoy_list
 from worker.simulator.signing import Signer
 from worker.simulator.world import CallScript, Phase, RecordingPhase, World
 
@@ -63,6 +64,11 @@ def call_object(script: CallScript, now: float) -> dict[str, Any]:
         "from_phone_number": theirs if inbound else ours,
         "to_phone_number": ours if inbound else theirs,
     }
+
+
+def list_item(script: CallScript, now: float) -> dict[str, Any]:
+    """A call as the list shows it: the call object plus ``created_at`` (the list's order)."""
+    return {**call_object(script, now), "created_at": iso(script.created_at)}
 
 
 def recording_object(script: CallScript, now: float, signer: Signer) -> dict[str, Any] | None:
@@ -114,7 +120,10 @@ def envoy_app(
         found = recording_object(script, world.clock(), signer)
         return _NO_RECORDING if found is None else Reply(200, found)
 
+    index = Index(world, NAME)
     router = Router()
+    router.add("GET", "/api/v1/calls", lambda request: envoy_list(world, index, request,
+                                                                 list_item))
     router.add("GET", "/api/v1/calls/{call_id}", get_call)
     router.add("GET", "/api/v1/calls/{call_id}/recording", get_recording)
     return ProviderApp(

@@ -47,11 +47,18 @@ class Fault(enum.StrEnum):
     GZIP_BOMB = "gzip_bomb"  # a 200 whose gzip body inflates to `inflated` bytes of zeros
     MANY_RECORDINGS = "many_recordings"  # the real reply, its recordings list `listed` long
     DRIP = "drip"  # download: `after` bytes, then one byte every `delay` seconds
+    # Hostile list pages (GET /api/calls, /api/v1/calls; see simulator/listing.py):
+    MALFORMED_ITEMS = "malformed_items"  # every other item of the page loses its id or date
+    FOREIGN_NEXT = "foreign_next"  # Ultravox: `next` points at another origin
+    LOOPING_PAGES = "looping_pages"  # the next page is this page again, forever
+    HUGE_PAGE = "huge_page"  # 10 000 made-up items in one page, whatever the page size
 
 
 _EARLY = frozenset({Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.SLOW, Fault.HTML_ERROR})
+LIST_FAULTS = frozenset(
+    {Fault.MALFORMED_ITEMS, Fault.FOREIGN_NEXT, Fault.LOOPING_PAGES, Fault.HUGE_PAGE})
 API_FAULTS = _EARLY | {Fault.TRUNCATED_JSON, Fault.JSON_ARRAY, Fault.GZIP_BOMB,
-                       Fault.MANY_RECORDINGS}
+                       Fault.MANY_RECORDINGS} | LIST_FAULTS
 DOWNLOAD_FAULTS = _EARLY | {
     Fault.TRUNCATE_BODY,
     Fault.XML_ERROR_200,
@@ -98,6 +105,8 @@ class Rule:
             self.end is not None and now >= self.end
         ):
             return False
+        if self.kind in LIST_FAULTS and not path.rstrip("/").endswith("/calls"):
+            return False  # a list fault waits for a list request, whatever else comes first
         return self.match is None or self.match in path
 
     def to_json(self) -> dict[str, Any]:

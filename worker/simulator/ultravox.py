@@ -1,4 +1,4 @@
-"""Fake Ultravox: ``GET /api/calls/{id}`` and ``GET /api/calls/{id}/recording``.
+"""Fake Ultravox: ``GET /api/calls/{id}``, ``GET /api/calls/{id}/recording``, ``GET /api/calls``.
 
 As PROVIDERS.md describes: ``X-API-Key`` auth (401 without), camelCase call object with ISO
 8601 timestamps, the call ends when ``ended`` is set, an unjoined call ends by itself with
@@ -19,6 +19,7 @@ from worker.ratelimit import KeyedTokenBuckets
 from worker.simulator.api import ProviderApp, Reply
 from worker.simulator.asgi import Request, Router
 from worker.simulator.faults import Faults
+from worker.simulator.listing import Index, ultravox_list
 from worker.simulator.signing import Signer
 from worker.simulator.world import CallScript, Phase, RecordingPhase, World
 
@@ -111,7 +112,10 @@ def ultravox_app(
         link = signer.sign(NAME, script.call_id, recording, now)
         return Reply(302, raw=b"", headers=[(b"location", link.url.encode())])
 
+    index = Index(world, NAME)
     router = Router()
+    router.add("GET", "/api/calls", lambda request: ultravox_list(world, index, request,
+                                                                  call_object))
     router.add("GET", "/api/calls/{call_id}", get_call)
     router.add("GET", "/api/calls/{call_id}/recording", get_recording)
     return ProviderApp(

@@ -259,6 +259,10 @@ class World:
             changes["final_status"] = status
         return self.add(dataclasses.replace(script, **changes))
 
+    def count(self, provider: str) -> int:
+        """How many calls the provider has (vanished ones included): the list index's key."""
+        return len(self._calls[provider])
+
     def calls(self, provider: str | None = None) -> Iterator[CallScript]:
         providers = PROVIDERS if provider is None else (provider,)
         for name in providers:

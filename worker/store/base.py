@@ -6,6 +6,7 @@ of the daemon names only what it uses:
 - ``CallStore``: the scheduler, the API and ``track``/``status`` (calls and their outbox);
 - ``DeliveryStore``: the webhook relay and ``deliveries``/``replay``;
 - ``DownloadStore``: the archiver;
+- ``DiscoveryStore``: discovery of calls from the providers' lists (lease and mark);
 - ``StoreLifecycle``: the daemon and the command line (recover, release, schema, health, close).
 
 A backend is opened only through ``worker.store.open_store`` (``store/factory.py``) and is
@@ -279,6 +280,42 @@ class DownloadStore(Protocol):
         ...
 
 
+DISCOVERY_LEASE = 120.0  # seconds; renewed by every advance_discovery
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DiscoveryState:
+    """A provider's discovery row: when discovery first ran, and its high-water mark."""
+
+    provider: str
+    first_ran_at: float
+    mark: float | None  # every call created before it has been listed; None: no sweep yet
+
+
+class DiscoveryStore(Protocol):
+    """Discovery's durable state (``worker/discovery.py``): one leased row per provider."""
+
+    async def claim_discovery(self, provider: str, now: float,
+                              lease: float = DISCOVERY_LEASE) -> DiscoveryState | None:
+        """Lease the provider's sweep (creating its row, first run = ``now``); None while
+        another worker's lease on it is live."""
+        ...
+
+    async def advance_discovery(self, provider: str, mark: float | None, now: float,
+                                lease: float = DISCOVERY_LEASE) -> bool:
+        """Store the mark (never moving it back; None keeps it) and renew the lease; False,
+        and nothing changed, when this store no longer holds the lease."""
+        ...
+
+    async def release_discovery(self, provider: str) -> None:
+        """Give the lease up (the sweep is over)."""
+        ...
+
+    async def discovery_state(self, provider: str) -> DiscoveryState | None:
+        """The provider's row without leasing it; None before discovery first ran."""
+        ...
+
+
 class StoreLifecycle(Protocol):
     """Opening is ``open_store``'s; the rest of a store's life is here."""
 
@@ -315,5 +352,5 @@ class StoreLifecycle(Protocol):
         ...
 
 
-class Store(CallStore, DeliveryStore, DownloadStore, StoreLifecycle, Protocol):
+class Store(CallStore, DeliveryStore, DownloadStore, DiscoveryStore, StoreLifecycle, Protocol):
     """The whole contract: what ``open_store`` returns."""

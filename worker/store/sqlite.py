@@ -24,8 +24,17 @@ from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
 from worker.model import DownloadSource, TrackedCall
 from worker.reconcile import Archived, ArchiveFailed, Policy
 from worker.store import jobs, rows
-from worker.store.base import Counts, NewCall, PollApplied, StoredEvent, StoreHealth
+from worker.store.base import (
+    DISCOVERY_LEASE,
+    Counts,
+    DiscoveryState,
+    NewCall,
+    PollApplied,
+    StoredEvent,
+    StoreHealth,
+)
 from worker.store.deliveries import SQLiteDeliveries
+from worker.store.discovery import SQLiteDiscovery
 from worker.store.downloads import SQLiteDownloads
 from worker.store.errors import PermanentStoreError, StoreError
 from worker.store.planning import dead_owners, owner_is_dead, worker_identity
@@ -61,6 +70,7 @@ class SQLiteStore:
         self._reader_lock = anyio.Lock()
         self.deliveries = SQLiteDeliveries(db, owner)
         self.downloads = SQLiteDownloads(db, owner, lease_seconds)
+        self.discovery = SQLiteDiscovery(db, owner)
 
     @classmethod
     async def open(cls, path: Path, owner: str | None = None, *,
@@ -348,10 +358,26 @@ class SQLiteStore:
         return await self.downloads.download_info(provider, call_id)
 
 
+    # --------------------------------------------------- discovery (``discovery.py``)
+
+    async def claim_discovery(self, provider: str, now: float,
+                              lease: float = DISCOVERY_LEASE) -> DiscoveryState | None:
+        return await self.discovery.claim_discovery(provider, now, lease)
+
+    async def advance_discovery(self, provider: str, mark: float | None, now: float,
+                                lease: float = DISCOVERY_LEASE) -> bool:
+        return await self.discovery.advance_discovery(provider, mark, now, lease)
+
+    async def release_discovery(self, provider: str) -> None:
+        await self.discovery.release_discovery(provider)
+
+    async def discovery_state(self, provider: str) -> DiscoveryState | None:
+        return await self.discovery.discovery_state(provider)
+
+
 # A call's state for ``counts``: its terminal kind, else set aside, else its status.
 _STATE = ("COALESCE(terminal, CASE WHEN set_aside_reason IS NOT NULL THEN 'set_aside' END, "
           "status)")
-
 
 def _track_params(call: NewCall, now: float) -> tuple[Any, ...]:
     try:

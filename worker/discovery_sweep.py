@@ -1,0 +1,187 @@
+"""One sweep of a provider's list: page after page, paced, bounded, each page tracked at once.
+
+Shared by the discovery component (every ``discover_interval``) and ``callwatch backfill``.
+
+* **Pacing**: every page takes a token from the provider's bucket, the very object its polling
+  lane uses, and a 429/503 pauses that bucket: the sweep and the lane slow down together, and
+  the sweep never adds more than one request per page of 100 calls to the lane's budget. It
+  has one request in flight, the lane up to its concurrency: a lane with a backlog keeps
+  nearly all of the budget while a sweep runs.
+* **Resume**: a page that fails (429, 5xx, a page too large to read) is asked again, after the
+  pause or a short back-off, up to ``attempts`` times; a sweep that still fails ends
+  incomplete, and the next one starts from the durable mark (``discovery_plan``).
+* **Bounds**: at most ``max_pages`` pages; a ``next`` already seen among the last
+  ``LOOP_MEMORY`` pages ends the sweep as a loop. Only one page is held at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectSendStream
+
+from worker.discovery_plan import Window, wanted
+from worker.model import FailureKind, PollFailed
+from worker.providers.listing import CallLister, ListedCall, Page
+from worker.ratelimit import TokenBucket
+
+log = structlog.get_logger("worker.discovery")
+
+MAX_PAGES = 1_000  # per periodic sweep: 100 000 calls
+LOOP_MEMORY = 1_000
+ATTEMPTS = 5
+MAX_BACKOFF = 30.0
+
+Record = Callable[[Sequence[ListedCall]], Awaitable[int]]  # track these; return how many new
+
+
+@dataclass(kw_only=True)
+class SweepReport:
+    """What one sweep did; updated page by page (the backfill progress display reads it)."""
+
+    pages: int = 0
+    found: int = 0  # listed calls inside the window
+    new: int = 0  # of those, tracked by this sweep
+    skipped: int = 0  # items without a usable id or time
+    outside: int = 0  # listed, but created outside the window
+    retries: int = 0
+    complete: bool = False
+    stopped: str | None = None  # why an incomplete sweep ended
+    newest_read: float | None = None  # newest creation time on a recorded page
+
+    @property
+    def already_tracked(self) -> int:
+        return self.found - self.new
+
+
+async def sweep(
+    lister: CallLister, bucket: TokenBucket, window: Window, record: Record, *,
+    max_pages: int = MAX_PAGES, attempts: int = ATTEMPTS,
+    on_page: Callable[[SweepReport], Awaitable[None]] | None = None,
+    stopping: Callable[[], bool] = lambda: False,
+) -> SweepReport:
+    """List ``window`` page by page, ``record`` each page's calls; never raises for a reply.
+
+    The next page is fetched while the current one is recorded (the provider's answer and
+    the database write overlap); the stream between the two holds one page, so at most three
+    are in memory.
+    """
+    report = SweepReport()
+    send, receive = anyio.create_memory_object_stream[Page | str](1)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_read_pages, lister, bucket, window, send, report,
+                          _Bounds(max_pages=max_pages, attempts=attempts, stopping=stopping))
+            async with receive:
+                async for item in receive:
+                    if isinstance(item, str):
+                        if item == "complete":
+                            report.complete = True
+                        else:
+                            report.stopped = item
+                        break
+                    await _record(item, window, record, report)
+                    if on_page is not None:
+                        await on_page(report)
+    except BaseExceptionGroup as group:  # the one error of the store or a callback, as it is
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    return report
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Bounds:
+    max_pages: int
+    attempts: int
+    stopping: Callable[[], bool]
+
+
+async def _read_pages(  # noqa: PLR0917 - started by start_soon, which passes positionally
+    lister: CallLister, bucket: TokenBucket, window: Window,
+    send: MemoryObjectSendStream[Page | str], report: SweepReport, bounds: _Bounds,
+) -> None:
+    """Fetch pages in order into ``send``; the last item says why the list ended."""
+    url = lister.first_url(window.since, window.until)
+    recent: deque[str] = deque(maxlen=LOOP_MEMORY)
+    seen: set[str] = set()
+    fetched = 0
+    async with send:
+        while True:
+            if fetched >= bounds.max_pages:
+                await send.send(_stop(lister, "page_limit", max_pages=bounds.max_pages))
+                return
+            if bounds.stopping():
+                await send.send(_stop(lister, "stopping"))
+                return
+            if len(recent) == recent.maxlen:
+                seen.discard(recent[0])
+            recent.append(url)
+            seen.add(url)
+            page = await _fetch(lister, bucket, url, bounds.attempts, report)
+            if isinstance(page, PollFailed):
+                await send.send(_stop(lister, "failed", reason=page.message))
+                return
+            fetched += 1
+            await send.send(page)
+            if page.next_url is None:
+                await send.send(_stop(lister, "foreign_next") if page.refused_next
+                                else "complete")
+                return
+            if page.next_url in seen:
+                await send.send(_stop(lister, "loop"))
+                return
+            url = page.next_url
+
+
+async def _record(page: Page, window: Window, record: Record, report: SweepReport) -> None:
+    calls = [c for c in page.calls if wanted(c.created, window)]
+    report.outside += len(page.calls) - len(calls)
+    report.skipped += page.skipped
+    if calls:
+        report.new += await record(calls)
+    report.found += len(calls)
+    report.pages += 1
+    times = [c.created for c in page.calls if c.created is not None]
+    if times:
+        newest = max(times)
+        report.newest_read = newest if report.newest_read is None else max(report.newest_read,
+                                                                            newest)
+
+
+async def _fetch(lister: CallLister, bucket: TokenBucket, url: str, attempts: int,
+                 report: SweepReport) -> Page | PollFailed:
+    """One page, asked again after a 429/503 pause or a transient failure."""
+    failed = PollFailed(kind=FailureKind.TRANSIENT, message="no attempt made")
+    for attempt in range(max(1, attempts)):
+        wait = bucket.reserve()
+        if wait > 0:
+            await anyio.sleep(wait)
+        result = await lister.page(url)
+        if not isinstance(result, PollFailed):
+            return result
+        failed = result
+        if result.kind is FailureKind.RATE_LIMITED:
+            pause = result.retry_after if result.retry_after is not None else 1.0
+            bucket.pause(pause)  # the polling lane waits too: same bucket
+            log.warning("discovery.rate_limited", provider=lister.name, retry_after=pause)
+        elif result.kind is FailureKind.TRANSIENT:
+            backoff = min(MAX_BACKOFF, math.pow(2, attempt))
+            log.warning("discovery.page_failed", provider=lister.name, reason=result.message,
+                        retry_in=backoff)
+            await anyio.sleep(backoff)
+        else:
+            return result  # a rejected key or request: asking again changes nothing
+        report.retries += 1
+    return failed
+
+
+def _stop(lister: CallLister, why: str, **details: object) -> str:
+    if why != "stopping":
+        log.warning("discovery.sweep_cut_short", provider=lister.name, why=why, **details)
+    return why
