@@ -24,8 +24,9 @@ POLL_KEYS = tuple(k for k in TRACKING_KEYS if k.endswith("poll_interval"))
 def preflight(config: Config) -> list[str]:
     """Every problem found on this machine, as ``FILE: KEY: MESSAGE`` lines."""
     problems: list[tuple[str, str]] = []
-    if (message := database_folder_problem(config.worker.database)) is not None:
-        problems.append(("worker.database", message))
+    database = config.worker.database
+    if isinstance(database, Path) and (message := database_folder_problem(database)) is not None:
+        problems.append(("worker.database", message))  # a URL's server is checked by `run`
     if config.worker.archive_dir is not None and (
             message := folder_problem(config.worker.archive_dir)) is not None:
         problems.append(("worker.archive_dir", message))
