@@ -17,8 +17,8 @@ import structlog
 
 from worker.api.asgi import HttpError, Reply, Request, json_reply
 from worker.api.runtime import Context
+from worker.cli.status import call_json
 from worker.events import rfc3339
-from worker.status import call_json
 from worker.store.base import NewCall
 from worker.track_input import TrackInputError, check_input, check_resolution, webhook_host
 

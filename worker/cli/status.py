@@ -80,8 +80,8 @@ async def show_status(config: Config, provider: str | None, call_id: str | None,
 
 async def _overview(store: Store, as_json: bool, limit: int, state: str | None,
                     only_provider: str | None) -> int:
-    from worker.archive.report import overview_lines, state_json
-    from worker.webhooks.commands import counts_json, counts_lines
+    from worker.cli.archive_report import overview_lines, state_json
+    from worker.cli.deliveries import counts_json, counts_lines
 
     counts = await store.counts()
     deliveries = await store.delivery_counts()
@@ -138,8 +138,8 @@ async def _calls(store: Store, limit: int, state: str | None,
 
 
 async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
-    from worker.archive.report import downloads_json, recording_lines
-    from worker.webhooks.commands import delivery_json, delivery_lines
+    from worker.cli.archive_report import downloads_json, recording_lines
+    from worker.cli.deliveries import delivery_json, delivery_lines
 
     call = await store.get_call(provider, call_id)
     if call is None:
