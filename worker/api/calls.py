@@ -17,7 +17,7 @@ import structlog
 
 from worker.api.asgi import HttpError, Reply, Request, json_reply
 from worker.api.runtime import Context
-from worker.cli.status import call_json
+from worker.call_view import call_json
 from worker.events import rfc3339
 from worker.store.base import NewCall
 from worker.track_input import TrackInputError, check_input, check_resolution, webhook_host

@@ -233,7 +233,7 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
     if args.command == "demo":
         from worker.demo import run_demo
 
-        return run_demo(calls=args.calls)
+        return run_demo(main, calls=args.calls)
     # Only the daemon and check-config need the credentials; an operator's shell that tracks a
     # call or reads status must not need the daemon's secrets.
     needs_secrets = args.command in ("run", "check-config", "backfill")
