@@ -13,19 +13,20 @@ import signal
 import time
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 import httpx
 import structlog
-from anyio.abc import TaskStatus
 
 from worker import __version__
 from worker.api.server import ApiServer
 from worker.archive.archiver import Archiver
+from worker.component import AnyComponent
 from worker.config import Config, ConfigError, load
 from worker.http_pool import ShardedTransport
+from worker.looplag import LoopLagMonitor, LoopLagStats
 from worker.notify import Notifier
 from worker.providers import build_provider
 from worker.providers.base import Provider
@@ -36,17 +37,6 @@ from worker.supervise import status_line, supervise
 from worker.webhooks.relay import Relay
 
 log = structlog.get_logger("worker.daemon")
-
-
-class Component(Protocol):
-    """A long-running part of the daemon."""
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        ...
-
-    def stop(self) -> None:
-        """Stop taking new work; ``run`` returns once in-flight work is done."""
-        ...
 
 
 def lanes_for(config: Config, client: httpx.AsyncClient) -> dict[str, Lane]:
@@ -89,6 +79,9 @@ class Runtime:
     scheduler: Scheduler
     relay: Relay | None = None  # set at assembly; the API reads its stats and progress
     archiver: Archiver | None = None  # likewise, when archiving is on
+    components: list[AnyComponent] = field(default_factory=list)  # every part, once assembled
+    started_wall: float = field(default_factory=time.time)
+    loop_lag: LoopLagStats | None = None
 
     @property
     def providers(self) -> dict[str, Provider]:
@@ -112,7 +105,8 @@ class Daemon:
         try:
             released = await store.recover()
             async with http_client(self.config) as client:
-                scheduler = Scheduler(store, lanes_for(self.config, client))
+                scheduler = Scheduler(store, lanes_for(self.config, client),
+                                      lanes_for=partial(lanes_for, client=client))
                 runtime = Runtime(config=self.config, store=store, client=client,
                                   scheduler=scheduler)
                 await self._run_components(runtime, released)
@@ -123,7 +117,9 @@ class Daemon:
             self.notifier.close()
 
     async def _run_components(self, runtime: Runtime, released: int) -> None:
-        components: list[Component] = [runtime.scheduler]
+        lag = LoopLagMonitor()
+        runtime.loop_lag = lag.stats
+        components: list[AnyComponent] = [runtime.scheduler, lag]
         # Always: it keeps the outbox cursor current even with no [[webhooks]] (so an endpoint
         # added later gets new events, not the whole history), and --webhook URLs need it.
         runtime.relay = Relay.attach(runtime.config, runtime.store, runtime.scheduler)
@@ -135,17 +131,20 @@ class Daemon:
             components.append(archiver)
         if runtime.config.api.listen:  # last: it reports on the others, and starts once they run
             components.append(ApiServer(runtime))
-        self._components = components
+        self._components = runtime.components = components
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._watch_signals, runtime)
             async with anyio.create_task_group() as inner:
                 for component in components:
                     await inner.start(component.run)
-                outer.start_soon(supervise, self.notifier, runtime.store, components,
-                                 self._stop.is_set)
+                outer.start_soon(partial(
+                    supervise, self.notifier, runtime.store, components, self._stop.is_set,
+                    uncommitted_since=lambda: runtime.scheduler.stats.uncommitted_since,
+                    providers=lambda: list(runtime.config.providers),
+                    started_wall=runtime.started_wall))
                 log.info("daemon.ready", database=str(runtime.store.path),
                          providers=sorted(runtime.config.providers), leases_recovered=released,
-                         components=[type(c).__name__ for c in components])
+                         components=[c.name for c in components])
                 self.notifier.ready(await status_line(runtime.store, components))
                 await self._stop.wait()
                 started = time.monotonic()
@@ -196,11 +195,8 @@ class Daemon:
                 log.warning("config.restart_needed", setting=what,
                             hint="this change takes effect at the next restart")
             self.config = runtime.config = new
-            runtime.scheduler.reconfigure(lanes_for(new, runtime.client))
             for component in self._components:
-                reconfigure = getattr(component, "reconfigure", None)
-                if reconfigure is not None and component is not runtime.scheduler:
-                    reconfigure(new)
+                component.reconfigure(new)
             log.info("config.reloaded", source=str(new.source), webhooks=len(new.webhooks),
                      providers=sorted(new.providers))
         self.notifier.ready(await status_line(runtime.store, self._components))

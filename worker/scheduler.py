@@ -30,6 +30,7 @@ import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from worker.config import Config
 from worker.model import FailureKind, NotFound, PollFailed, PollResult, Snapshot, TrackedCall
 from worker.providers.base import Provider
 from worker.ratelimit import TokenBucket
@@ -63,17 +64,24 @@ class SchedulerStats:
     last_progress: float = field(default_factory=time.monotonic)
     lane_progress: dict[str, float] = field(default_factory=dict)  # provider -> monotonic
     rate_limited: Counter[str] = field(default_factory=Counter)  # provider -> 429/503 answers
+    # Monotonic: since when the writer holds results it has not committed (None: it holds
+    # none). A writer that cannot commit ages the scheduler's progress from this moment.
+    uncommitted_since: float | None = None
 
 
 class Scheduler:
     """Polls due calls until ``stop()``; then finishes what is in flight and returns."""
 
+    name = "scheduler"
+
     def __init__(self, store: Store, lanes: Mapping[str, Lane], *,
+                 lanes_for: Callable[[Config], Mapping[str, Lane]] | None = None,
                  clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random,
                  batch_size: int = 512, idle_wait: float = 1.0) -> None:
         self._store = store
         self._lanes = dict(lanes)
+        self._lanes_for = lanes_for  # how reconfigure() builds lanes from a new config
         self._clock = clock
         self._rng = rng
         self._batch_size = batch_size
@@ -99,7 +107,12 @@ class Scheduler:
     def lanes(self) -> Mapping[str, Lane]:
         return self._lanes
 
-    def reconfigure(self, lanes: Mapping[str, Lane]) -> None:
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: new policies and limits from ``config`` (through ``lanes_for``)."""
+        if self._lanes_for is not None:
+            self.set_lanes(self._lanes_for(config))
+
+    def set_lanes(self, lanes: Mapping[str, Lane]) -> None:
         """Take new policies and limits (SIGHUP) for providers that already have a lane."""
         for name, lane in lanes.items():
             if name in self._lanes:
@@ -114,8 +127,13 @@ class Scheduler:
                 self._wakeups[name].set()
 
     def progress(self) -> float:
-        """When the slowest lane last went round its loop (monotonic): the watchdog's input."""
-        return min(self.stats.lane_progress.values(), default=self.stats.last_progress)
+        """When the slowest lane last went round its loop, or since when the writer holds
+        results it could not commit, whichever is older (monotonic): the watchdog's input.
+        Idle lanes go round every second, so without the writer a scheduler that cannot
+        commit would look healthy forever."""
+        lanes = min(self.stats.lane_progress.values(), default=self.stats.last_progress)
+        stuck = self.stats.uncommitted_since
+        return lanes if stuck is None else min(lanes, stuck)
 
     def describe(self) -> str:
         """A fragment for the systemd STATUS= line."""
@@ -295,8 +313,11 @@ class Scheduler:
         The results stay in memory and the calls stay leased: nothing is lost, and if we die
         meanwhile the leases run out and the calls are simply polled again.
         """
+        if self.stats.uncommitted_since is None:
+            self.stats.uncommitted_since = time.monotonic()
         await until_written(lambda: self._store.apply_poll_results(batch, self._clock()),
                             log, calls=len(batch))
+        self.stats.uncommitted_since = None
         self.stats.commits += 1
         self.stats.last_progress = time.monotonic()
         if any(item.decision.events for item in batch):

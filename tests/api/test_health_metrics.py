@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.support import ENVOY_ID, UV_ID, FakeRelay, TestRuntime
+from tests.api.support import ENVOY_ID, UV_ID, FakeArchiver, FakeRelay, TestRuntime
+from worker.archive.archiver import ArchiverStats
 from worker.store.base import NewCall
 from worker.store.sqlite import SQLiteStore
+from worker.webhooks.policy import Delivered, Retry
 
 pytestmark = pytest.mark.anyio
 
@@ -53,11 +54,7 @@ async def test_healthz_counts_a_stuck_relay(anonymous: httpx.AsyncClient,
                                             runtime: TestRuntime) -> None:
     """Every loop that reports progress is checked, the relay included."""
 
-    class StuckRelay(FakeRelay):
-        def progress(self) -> float:
-            return time.monotonic() - 45
-
-    runtime.relay = StuckRelay()
+    runtime.relay = FakeRelay(last_progress=time.monotonic() - 45)
     reply = await anonymous.get("/healthz")
     assert reply.status_code == 503
     assert "the relay made no progress" in reply.json()["error"]
@@ -85,8 +82,13 @@ async def test_metrics_scrape_parses_and_holds_the_expected_values(
     stats.in_flight["envoy"] = 4
     stats.queued["envoy"] = 9
     stats.events.update({"call.started": 3, "call.ended": 1})
-    runtime.relay = FakeRelay(stats=Counter(delivered=5, failed=1), delivery_seconds=0.5,
-                              oldest_pending_at=now - 12)
+    relay = FakeRelay()
+    for _ in range(5):
+        relay.stats.record(endpoint="https://hooks.example/in?token=s3cret", per_call=False,
+                           decision=Delivered(), latency=0.08)
+    relay.stats.record(endpoint="https://x.example/cb", per_call=True,
+                       decision=Retry(at=now + 5, reason="503"), latency=0.1)
+    runtime.relay = relay
     await client.get("/healthz")
     reply = await client.get("/metrics")
     assert reply.status_code == 200
@@ -114,11 +116,18 @@ async def test_metrics_scrape_parses_and_holds_the_expected_values(
     assert emitted[("callwatch_events_emitted_total", (("type", "call.started"),))] == 3
     deliveries = got["callwatch_deliveries"]
     assert deliveries[("callwatch_deliveries_total", (("outcome", "delivered"),))] == 5
+    assert deliveries[("callwatch_deliveries_total", (("outcome", "dead"),))] == 0
     assert got["callwatch_delivery_duration_seconds"][
         ("callwatch_delivery_duration_seconds_count", ())] == 6
-    age = got["callwatch_oldest_pending_event_age_seconds"][
-        ("callwatch_oldest_pending_event_age_seconds", ())]
-    assert 11 < age < 60
+    per_endpoint = got["callwatch_endpoint_deliveries"]
+    assert per_endpoint[("callwatch_endpoint_deliveries_total",
+                         (("endpoint", "https://hooks.example/in"),
+                          ("outcome", "delivered")))] == 5
+    assert per_endpoint[("callwatch_endpoint_deliveries_total",
+                         (("endpoint", "per_call"), ("outcome", "failed")))] == 1
+    assert "s3cret" not in reply.text
+    assert got["callwatch_endpoint_delivery_duration_seconds"][
+        ("callwatch_endpoint_delivery_duration_seconds_count", (("endpoint", "per_call"),))] == 1
     undelivered = got["callwatch_deliveries_undelivered"]
     assert undelivered[("callwatch_deliveries_undelivered", (("state", "dead"),))] == 0
     requests = got["callwatch_http_requests"]
@@ -147,13 +156,8 @@ async def test_metrics_label_values_are_escaped(client: httpx.AsyncClient,
 async def test_metrics_read_the_archivers_own_stats(client: httpx.AsyncClient,
                                                    runtime: TestRuntime) -> None:
     """Downloads by outcome, bytes, in flight and paused come from ArchiverStats as it is."""
-    from worker.archive.archiver import ArchiverStats
-
-    class Archiver:
-        stats = ArchiverStats(archived=4, archive_failed=1, bytes=4096, in_flight=2,
-                              paused="disk full")
-
-    runtime.archiver = Archiver()  # type: ignore[attr-defined]
+    runtime.archiver = FakeArchiver(stats=ArchiverStats(
+        archived=4, archive_failed=1, bytes=4096, in_flight=2, paused="disk full"))
     got = families((await client.get("/metrics")).text)
     downloads = got["callwatch_downloads"]
     assert downloads[("callwatch_downloads_total", (("outcome", "archived"),))] == 4

@@ -171,7 +171,7 @@ async def test_garbage_on_the_wire_is_a_400_and_a_structured_log_line(
 async def test_a_body_that_trickles_in_too_slowly_is_408(server: ApiServer,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that announces a body and never sends it does not hold a task forever."""
-    monkeypatch.setattr("worker.api.asgi.BODY_TIMEOUT", 0.3)
+    monkeypatch.setattr("worker.api.middleware.BODY_TIMEOUT", 0.3)
     assert isinstance(server.address, tuple)
     async with await anyio.connect_tcp(server.address[0], server.address[1]) as stream:
         await stream.send(b"POST /v1/calls HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "

@@ -4,22 +4,28 @@ The daemon's ``Runtime`` satisfies ``ApiRuntime`` structurally; tests hand in a 
 recording scheduler. Everything is read at request time (``runtime.config`` included), so a
 SIGHUP that swaps the config rotates the bearer token and the Ultravox secret at once.
 
-The webhook relay and the archiver are optional attributes (``relay``, ``archiver``), read with
-``getattr``: the API renders what exists and skips what does not.
+The relay and the archiver are typed optional parts (``None`` when not running): metrics read
+their typed stats, health reads every component's ``progress()``. Nothing is probed.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from worker.archive.archiver import ArchiverStats
+from worker.component import AnyComponent
 from worker.config import Config
+from worker.logbudget import LogBudget
+from worker.looplag import LoopLagStats
 from worker.model import TrackedCall
 from worker.scheduler import SchedulerStats
 from worker.store.base import Counts, NewCall, StoredEvent
+from worker.webhooks.base import DeliveryCounts
+from worker.webhooks.stats import RelayStats
 
 
 class ApiStore(Protocol):
@@ -33,9 +39,11 @@ class ApiStore(Protocol):
 
     async def counts(self) -> Counts: ...
 
+    async def delivery_counts(self) -> DeliveryCounts: ...
+
     async def make_due(self, provider: str, call_id: str, now: float) -> bool: ...
 
-    async def schema_version(self) -> int: ...
+    async def next_due_at(self, provider: str) -> float | None: ...
 
 
 class ApiScheduler(Protocol):
@@ -45,6 +53,16 @@ class ApiScheduler(Protocol):
     def stats(self) -> SchedulerStats: ...
 
     def wake(self, provider: str | None = None) -> None: ...
+
+
+S_co = TypeVar("S_co", covariant=True)
+
+
+class StatsOf(Protocol[S_co]):
+    """A running part whose typed stats the metrics read."""
+
+    @property
+    def stats(self) -> S_co: ...
 
 
 class ApiRuntime(Protocol):
@@ -58,6 +76,25 @@ class ApiRuntime(Protocol):
 
     @property
     def scheduler(self) -> ApiScheduler: ...
+
+    @property
+    def relay(self) -> StatsOf[RelayStats] | None: ...
+
+    @property
+    def archiver(self) -> StatsOf[ArchiverStats] | None: ...
+
+    @property
+    def loop_lag(self) -> LoopLagStats | None: ...
+
+    @property
+    def components(self) -> Sequence[AnyComponent]:
+        """Every running component, for /healthz (progress) and the status line."""
+        ...
+
+    @property
+    def started_wall(self) -> float:
+        """When the daemon started (wall clock): overdue polls count from then at most."""
+        ...
 
 
 @dataclass(kw_only=True)
@@ -75,3 +112,4 @@ class Context:
     runtime: ApiRuntime
     stats: ApiStats = field(default_factory=ApiStats)
     clock: Callable[[], float] = time.time  # injectable: webhook timestamps are wall time
+    refusals: LogBudget = field(default_factory=LogBudget)  # warnings strangers can cause

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -44,6 +43,7 @@ from worker.webhooks.base import (
 from worker.webhooks.endpoints import Endpoints, safe_url
 from worker.webhooks.policy import Dead, Decision, Delivered, Disabled, Retry, decide
 from worker.webhooks.slots import AHEAD, Slots
+from worker.webhooks.stats import RelayStats
 
 log = structlog.get_logger("worker.webhooks")
 
@@ -59,6 +59,8 @@ class _CommitSource(Protocol):
 
 class Relay:
     """Delivers webhooks until ``stop()``; then lets in-flight attempts finish and records them."""
+
+    name = "relay"
 
     def __init__(self, config: Config, store: DeliveryStore, *,
                  clock: Callable[[], float] = time.time,
@@ -77,8 +79,7 @@ class Relay:
         self._fanned_out_at = 0.0  # monotonic: when the loop last looked in the outbox
         self._stopping = False
         self._progress = time.monotonic()
-        self.stats: Counter[str] = Counter()  # "delivered", "failed", "dead", "disabled"
-        self.delivery_seconds = 0.0  # spent in attempts, for the metrics' mean latency
+        self.stats = RelayStats()  # attempts by outcome, in total and per endpoint
 
     @classmethod
     def attach(cls, config: Config, store: DeliveryStore,
@@ -237,10 +238,9 @@ class Relay:
     def _log(self, item: ClaimedDelivery, decision: Decision,
              attempt: AttemptLog | None) -> None:
         status = attempt.status if attempt else None
-        if attempt is not None:
-            self.delivery_seconds += attempt.latency
+        self.stats.record(endpoint=item.endpoint, per_call=item.per_call, decision=decision,
+                          latency=attempt.latency if attempt is not None else None)
         if isinstance(decision, Delivered):  # the hot path: no bound logger to build
-            self.stats["delivered"] += 1
             log.debug("delivery.succeeded", event_id=item.event_id, call_id=item.call_id,
                       endpoint=safe_url(item.endpoint), attempt=item.attempt, status=status)
             return
@@ -249,14 +249,11 @@ class Relay:
                          attempt=item.attempt)
         match decision:
             case Retry():
-                self.stats["failed"] += 1
                 bound.warning("delivery.failed", status=status, reason=decision.reason,
                               next_attempt_in=round(max(0.0, decision.at - self._clock()), 3))
             case Dead():
-                self.stats["dead"] += 1
                 bound.error("delivery.dead", status=status, reason=decision.reason)
             case Disabled():
-                self.stats["disabled"] += 1
                 bound.error("endpoint.disabled", status=status, reason=decision.reason,
                             hint="nothing is sent to it until `callwatch replay` re-enables it")
 
