@@ -103,6 +103,7 @@ class Guarded(asyncio.Protocol):
         self.in_head = True  # waiting for (the rest of) a request head
         self.tail = b""  # the last bytes seen, for a head end split across reads
         self._idle = False  # a response went out: the next byte starts a new head
+        self.admitted = False  # the inner protocol knows the connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -110,6 +111,7 @@ class Guarded(asyncio.Protocol):
             self.transport.abort()
             return
         self.guard.open.add(self)
+        self.admitted = True
         self._wait_for_head()
         self.inner.connection_made(cast(asyncio.Transport, _Tap(self.transport, self._wrote)))
 
@@ -126,8 +128,8 @@ class Guarded(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
-        if self in self.guard.open:  # admitted: the inner protocol knows the connection
-            self.guard.open.discard(self)
+        self.guard.open.discard(self)
+        if self.admitted:
             self.inner.connection_lost(exc)
 
     def eof_received(self) -> bool | None:
@@ -141,6 +143,9 @@ class Guarded(asyncio.Protocol):
         self.inner.resume_writing()
 
     def close(self) -> None:
+        """Hang up; the connection stops counting now, not when the loop gets to it."""
+        self._stop_waiting()
+        self.guard.open.discard(self)
         if self.transport is not None:
             self.transport.close()
 

@@ -179,8 +179,9 @@ class ApiServer:
             proxy_headers=False, server_header=False, timeout_keep_alive=KEEP_ALIVE,
             timeout_graceful_shutdown=SHUTDOWN_GRACE,
             # uvicorn's own limit (a 503 past it) counts every connection, slow-loris ones
-            # included; the guard keeps them at MAX_CONNECTIONS by evicting, so it is a backstop.
-            limit_concurrency=MAX_CONNECTIONS + 1)
+            # included, and those being closed; the guard keeps the live ones at
+            # MAX_CONNECTIONS by evicting, so this is only a backstop.
+            limit_concurrency=2 * MAX_CONNECTIONS)
         _route_uvicorn_logs()
         self._server = EmbeddedServer(config, started=task_status.started)
         if self._stopping:
