@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +34,7 @@ from worker.providers.base import Provider
 from worker.reconcile import Policy
 from worker.scheduler import Lane, Scheduler
 from worker.store.sqlite import SQLiteStore
+from worker.store_errors import StoreErrors
 from worker.supervise import status_line, supervise
 from worker.webhooks.relay import Relay
 
@@ -82,6 +84,7 @@ class Runtime:
     components: list[AnyComponent] = field(default_factory=list)  # every part, once assembled
     started_wall: float = field(default_factory=time.time)
     loop_lag: LoopLagStats | None = None
+    store_errors: Counter[str] | None = None  # refusals by operation, while the daemon runs
 
     @property
     def providers(self) -> dict[str, Provider]:
@@ -104,12 +107,14 @@ class Daemon:
         store = await SQLiteStore.open(self.config.worker.database)
         try:
             released = await store.recover()
+            errors = StoreErrors()
             async with http_client(self.config) as client:
                 scheduler = Scheduler(store, lanes_for(self.config, client),
                                       lanes_for=partial(lanes_for, client=client))
                 runtime = Runtime(config=self.config, store=store, client=client,
-                                  scheduler=scheduler)
-                await self._run_components(runtime, released)
+                                  scheduler=scheduler, store_errors=errors.by_operation)
+                with errors.counting():
+                    await self._run_components(runtime, released)
         finally:
             with anyio.CancelScope(shield=True):
                 await store.release_leases()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class TestRuntime:
     relay: FakeRelay | None = None
     archiver: FakeArchiver | None = None
     loop_lag: LoopLagStats | None = None
+    store_errors: Counter[str] | None = None
     started_wall: float = field(default_factory=time.time)
 
     @property

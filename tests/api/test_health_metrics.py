@@ -11,6 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.support import ENVOY_ID, UV_ID, FakeArchiver, FakeRelay, TestRuntime
 from worker.archive.archiver import ArchiverStats
+from worker.looplag import LoopLagStats
+from worker.store_errors import StoreErrors
 from worker.store.base import NewCall
 from worker.store.sqlite import SQLiteStore
 from worker.webhooks.policy import Delivered, Retry
@@ -165,3 +167,41 @@ async def test_metrics_read_the_archivers_own_stats(client: httpx.AsyncClient,
     assert got["callwatch_download_bytes"][("callwatch_download_bytes_total", ())] == 4096
     assert got["callwatch_downloads_in_flight"][("callwatch_downloads_in_flight", ())] == 2
     assert got["callwatch_archive_paused"][("callwatch_archive_paused", ())] == 1
+
+
+async def test_metrics_carry_process_loop_lag_and_store_errors(
+        client: httpx.AsyncClient, runtime: TestRuntime) -> None:
+    """process_* from prometheus_client, the loop's worst lag, store refusals by operation."""
+    runtime.loop_lag = LoopLagStats()
+    runtime.loop_lag.add(100.0, 0.25)
+    runtime.loop_lag.add(101.0, 0.02)
+    errors = StoreErrors()
+    errors(None, "error", {"event": "store.write_failed"})
+    runtime.store_errors = errors.by_operation
+    got = families((await client.get("/metrics")).text)
+    assert got["callwatch_event_loop_lag_seconds"][("callwatch_event_loop_lag_seconds", ())] \
+        == 0.25
+    store_errors = got["callwatch_store_errors"]
+    assert store_errors[("callwatch_store_errors_total", (("operation", "write"),))] == 1
+    assert store_errors[("callwatch_store_errors_total", (("operation", "claim"),))] == 0
+    assert got["process_resident_memory_bytes"][("process_resident_memory_bytes", ())] > 0
+
+
+async def test_healthz_is_503_while_poll_results_cannot_be_committed(
+        anonymous: httpx.AsyncClient, runtime: TestRuntime) -> None:
+    """A writer holding uncommitted results past a minute fails the probe, lanes or not."""
+    runtime.scheduler.stats.uncommitted_since = time.monotonic() - 90
+    reply = await anonymous.get("/healthz")
+    assert reply.status_code == 503
+    assert "poll results could not be committed for 90 s" in reply.json()["error"]
+
+
+async def test_healthz_is_503_when_a_poll_is_overdue_for_too_long(
+        anonymous: httpx.AsyncClient, runtime: TestRuntime, store: SQLiteStore) -> None:
+    """A call due 20 minutes ago that nobody polled, in a daemon up for an hour: 503."""
+    now = time.time()
+    runtime.started_wall = now - 3600
+    await store.track(NewCall(provider="ultravox", call_id=UV_ID), now - 1200)
+    reply = await anonymous.get("/healthz")
+    assert reply.status_code == 503
+    assert "the most overdue poll is" in reply.json()["error"]

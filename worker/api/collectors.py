@@ -115,6 +115,11 @@ class LiveCollector(Collector):
                                     "loop ran late over the last minute (a callback holding "
                                     "it); above 0.1 the daemon is starved.",
                                     value=runtime.loop_lag.worst())
+        if runtime.store_errors is not None:
+            yield counter("callwatch_store_errors_total", "Times the database refused an "
+                          "operation (write, claim, read, release, delivery); each is retried, "
+                          "a steady rate means the database is in trouble.", "operation",
+                          runtime.store_errors)
         yield from api_families(self.ctx)
 
 

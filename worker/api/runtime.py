@@ -87,6 +87,11 @@ class ApiRuntime(Protocol):
     def loop_lag(self) -> LoopLagStats | None: ...
 
     @property
+    def store_errors(self) -> Counter[str] | None:
+        """Database refusals by operation (``worker.store_errors``), while the daemon runs."""
+        ...
+
+    @property
     def components(self) -> Sequence[AnyComponent]:
         """Every running component, for /healthz (progress) and the status line."""
         ...
