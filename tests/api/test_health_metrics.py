@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.api.support import ENVOY_ID, UV_ID, FakeArchiver, FakeRelay, TestRuntime
 from worker.archive.archiver import ArchiverStats
 from worker.looplag import LoopLagStats
-from worker.store_errors import StoreErrors
 from worker.store.base import NewCall
 from worker.store.sqlite import SQLiteStore
+from worker.store_errors import StoreErrors
 from worker.webhooks.policy import Delivered, Retry
 
 pytestmark = pytest.mark.anyio
