@@ -28,6 +28,7 @@ class Loop(IdleComponent):
 
     name = "scheduler"
     last: float = field(default_factory=time.monotonic)
+    stats: None = None
 
     def progress(self) -> float | None:
         return self.last
@@ -79,8 +80,12 @@ async def test_pings_stop_while_unhealthy_and_resume_after(
                     loop.last = time.monotonic() - 60  # stuck for a minute (limit: 10 s)
                 else:
                     held[0] = time.monotonic() - 120  # results held for two minutes
-                seen = verdicts("daemon.unhealthy")
-                await until(lambda seen=seen: verdicts("daemon.unhealthy") > seen)
+                before = verdicts("daemon.unhealthy")
+
+                def noticed(before: int = before) -> bool:
+                    return verdicts("daemon.unhealthy") > before
+
+                await until(noticed)
                 pings(sock)  # sent before the check noticed
                 await anyio.sleep(0.5)  # five ping intervals
                 assert pings(sock) == 0
