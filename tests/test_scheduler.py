@@ -23,6 +23,7 @@ from worker.model import (
 from worker.reconcile import Policy
 from worker.scheduler import Lane, Scheduler
 from worker.store.base import NewCall
+from worker.store.errors import TransientStoreError
 from worker.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -163,7 +164,7 @@ async def test_a_writer_that_cannot_commit_ages_the_schedulers_progress(
     scheduler = scheduler_for(store, provider)
 
     async def refuse(*_: object) -> None:
-        raise sqlite3.OperationalError("database or disk is full")
+        raise TransientStoreError("database or disk is full")
 
     monkeypatch.setattr(store, "apply_poll_results", refuse)
     monkeypatch.setattr("worker.store.retry.FIRST_DELAY", 0.01)

@@ -15,7 +15,7 @@ import pytest
 from worker.config import TrackingConfig
 from worker.model import CallStatus, RecordingSnapshot, RecordingStatus, Snapshot
 from worker.reconcile import Policy, on_poll
-from worker.store.base import NewCall, PollApplied
+from worker.store.base import NewCall, PermanentStoreError, PollApplied
 from worker.store.sqlite import SCHEMA_VERSION, SQLiteStore, _owner_is_dead
 
 pytestmark = pytest.mark.anyio
@@ -128,7 +128,7 @@ async def test_failed_transaction_leaves_nothing(store: SQLiteStore) -> None:
                        POLICY)
     broken = decision.call.replace(pk=None)  # events cannot reference a call without a pk
     bad = type(decision)(call=broken, events=decision.events)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(PermanentStoreError):
         await store.apply_poll_results([PollApplied(decision=bad)], T0 + 1)
     stored = await store.get_call("ultravox", "a")
     assert stored is not None and stored.status == CallStatus.PENDING

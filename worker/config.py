@@ -99,14 +99,19 @@ class WebhookConfig:
     max_in_flight: int | None = None  # None: [delivery] max_in_flight_per_endpoint
 
 
+# A [worker] database starting with one of these is a server's URL, not a SQLite path.
+DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WorkerConfig:
     """``[worker]``: where state lives."""
 
-    database: Path
+    database: Path | str  # a SQLite file, or a postgresql:// URL (``store.factory.is_url``)
     archive_dir: Path | None = None
     log_level: str = "info"
     drain_grace: float = 20.0  # on SIGTERM, how long in-flight work may take to finish
+    lease_seconds: float = 30.0  # how soon another worker takes over a dead worker's work
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -274,12 +279,14 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
         lambda v: None if v in ("debug", "info", "warning", "error")
         else "must be one of debug, info, warning, error")
     drain_grace = worker_section.duration("drain_grace", 20.0)
+    lease_seconds = worker_section.duration("lease_seconds", 30.0)
     worker_section.unknown()
     base = path.parent
     worker = WorkerConfig(
-        database=_resolve(worker_section, "database", base, database),
+        database=(database if database.startswith(DATABASE_URL_SCHEMES)
+                  else _resolve(worker_section, "database", base, database)),
         archive_dir=_resolve(worker_section, "archive_dir", base, archive) if archive else None,
-        log_level=log_level, drain_grace=drain_grace)
+        log_level=log_level, drain_grace=drain_grace, lease_seconds=lease_seconds)
 
     tracking_section = Section(reader, root.table("tracking"), "tracking")
     tracking = _tracking(tracking_section, TrackingConfig())

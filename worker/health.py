@@ -10,7 +10,8 @@ unhealthy (503, and no watchdog ping) when:
 * the most overdue poll is ``overdue`` seconds late, counted from when this process started
   at the earliest (a daemon that was stopped for a day must get time to catch up, not be
   restarted by its watchdog over and over);
-* the database does not answer, refuses writes, or was deleted or replaced under us.
+* the database does not answer, refuses writes, or was deleted or replaced under us (the
+  store's own ``probe()``).
 
 ``gather`` reads the live parts; ``judge`` decides and is tested exhaustively (hypothesis).
 """
@@ -25,13 +26,16 @@ from typing import Any, Protocol
 import anyio
 
 from worker.component import AnyComponent
+from worker.store.base import StoreHealth
 
 DATABASE_TIMEOUT = 2.0
 
 
-class DueSource(Protocol):
-    """The one store method health reads: cheap (an index), on the store's own connection,
-    so a database that stopped answering the daemon fails it."""
+class HealthSource(Protocol):
+    """What health reads from the store: its own probe (the file deleted or replaced under
+    us, refusing writes, writes failing) and the next due poll (an index read)."""
+
+    async def probe(self) -> StoreHealth: ...
 
     async def next_due_at(self, provider: str) -> float | None: ...
 
@@ -98,15 +102,17 @@ def judge(readings: Readings, limits: Limits = Limits()) -> Verdict:
     return Verdict(ok=not problems, problems=tuple(problems), checks=checks)
 
 
-async def store_reading(store: DueSource,
-                        providers: Iterable[str]) -> tuple[float | None, str | None]:
+async def store_reading(store: HealthSource, providers: Iterable[str], *,
+                        probe: bool = True) -> tuple[float | None, str | None]:
     """``(when the most overdue poll fell due, wall clock; problem)``, bounded in time.
 
-    The store's own probe (file deleted, replaced, read-only) is wired here once the store
-    offers one; until then a database that does not answer is the problem it can report.
+    ``probe`` runs the store's own probe, which takes the write lock for a moment: the
+    watchdog loop asks for it every few seconds, not at every ping.
     """
     with anyio.move_on_after(DATABASE_TIMEOUT):
         try:
+            if probe and (health := await store.probe()).problem is not None:
+                return None, health.problem
             due = [when for p in providers if (when := await store.next_due_at(p)) is not None]
         except Exception as exc:
             return None, f"the database does not answer: {type(exc).__name__}: {str(exc)[:200]}"
@@ -124,11 +130,11 @@ def progress_of(components: Sequence[AnyComponent]) -> dict[str, float]:
     return found
 
 
-async def gather(store: DueSource, components: Sequence[AnyComponent], *,
+async def gather(store: HealthSource, components: Sequence[AnyComponent], *,
                  providers: Iterable[str], uncommitted_since: float | None,
-                 started_wall: float) -> Readings:
+                 started_wall: float, probe: bool = True) -> Readings:
     """The live readings ``judge`` decides on (``uncommitted_since``: the scheduler's)."""
-    oldest_due, problem = await store_reading(store, providers)
+    oldest_due, problem = await store_reading(store, providers, probe=probe)
     return Readings(now=time.monotonic(), progress=progress_of(components),
                     uncommitted_since=uncommitted_since, wall_now=time.time(),
                     started_wall=started_wall, oldest_due_wall=oldest_due,

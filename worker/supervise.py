@@ -24,6 +24,7 @@ from worker.store.base import Store
 log = structlog.get_logger("worker.supervise")
 
 STATUS_EVERY = 5.0
+PROBE_EVERY = 5.0  # the store's probe takes the write lock for a moment: not at every ping
 
 
 async def status_line(store: Store, components: Sequence[AnyComponent]) -> str:
@@ -52,14 +53,21 @@ async def supervise(notifier: Notifier, store: Store, components: Sequence[AnyCo
     # Without progress for a whole ping interval, something is stuck: stop vouching for it.
     limits = replace(Limits(), progress=max(10.0, interval or 0.0))
     started = time.time() if started_wall is None else started_wall
-    next_status = 0.0
+    next_status = next_probe = 0.0
+    store_problem: str | None = None
     was: tuple[str, ...] = ()
     while True:
         problems: tuple[str, ...] = ()
         if not stopping():
+            probe = time.monotonic() >= next_probe
             readings = await gather(store, components, providers=providers(),
                                     uncommitted_since=uncommitted_since(),
-                                    started_wall=started)
+                                    started_wall=started, probe=probe)
+            if probe:
+                next_probe = time.monotonic() + PROBE_EVERY
+                store_problem = readings.store_problem
+            elif readings.store_problem is None:  # keep the last probe's finding till the next
+                readings = replace(readings, store_problem=store_problem)
             problems = judge(readings, limits).problems
         if problems and not was:  # on the transition only: the texts carry ages in seconds
             log.error("daemon.unhealthy", problems=list(problems),

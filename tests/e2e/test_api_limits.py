@@ -126,3 +126,16 @@ async def test_garbage_requests_do_not_flood_the_log(
     assert reply.status_code == 200
     warnings = [line for line in running.log_lines() if line.get("event") == "uvicorn.log"]
     assert 1 <= len(warnings) <= 20
+
+
+async def test_healthz_turns_red_when_the_database_is_deleted_under_the_daemon(
+        daemon: tuple[DaemonUnderTest, int]) -> None:
+    """The store's probe sees the file gone: /healthz answers 503 and says so."""
+    running, port = daemon
+    assert await healthz(port) == 200
+    running.db.unlink()
+    async with httpx.AsyncClient(timeout=10) as http:
+        reply = await http.get(f"http://127.0.0.1:{port}/healthz")
+    assert reply.status_code == 503, reply.text
+    assert reply.json()["checks"]["database"] == "failing"
+    assert str(running.db) in reply.json()["error"]

@@ -21,29 +21,9 @@ from worker.component import AnyComponent
 from worker.config import Config
 from worker.logbudget import LogBudget
 from worker.looplag import LoopLagStats
-from worker.model import TrackedCall
 from worker.scheduler import SchedulerStats
-from worker.store.base import Counts, NewCall, StoredEvent
-from worker.webhooks.base import DeliveryCounts
+from worker.store.base import Store as ApiStore
 from worker.webhooks.stats import RelayStats
-
-
-class ApiStore(Protocol):
-    """The store methods the API calls."""
-
-    async def track(self, call: NewCall, now: float) -> bool: ...
-
-    async def get_call(self, provider: str, call_id: str) -> TrackedCall | None: ...
-
-    async def call_events(self, provider: str, call_id: str) -> list[StoredEvent]: ...
-
-    async def counts(self) -> Counts: ...
-
-    async def delivery_counts(self) -> DeliveryCounts: ...
-
-    async def make_due(self, provider: str, call_id: str, now: float) -> bool: ...
-
-    async def next_due_at(self, provider: str) -> float | None: ...
 
 
 class ApiScheduler(Protocol):
