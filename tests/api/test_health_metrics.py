@@ -84,6 +84,7 @@ async def test_metrics_scrape_parses_and_holds_the_expected_values(
     stats.in_flight["envoy"] = 4
     stats.queued["envoy"] = 9
     stats.events.update({"call.started": 3, "call.ended": 1})
+    stats.set_aside = 2
     relay = FakeRelay()
     for _ in range(5):
         relay.stats.record(endpoint="https://hooks.example/in?token=s3cret", per_call=False,
@@ -114,6 +115,7 @@ async def test_metrics_scrape_parses_and_holds_the_expected_values(
         ("callwatch_polls_in_flight", (("provider", "envoy"),))] == 4
     assert got["callwatch_polls_queued"][
         ("callwatch_polls_queued", (("provider", "envoy"),))] == 9
+    assert got["callwatch_calls_set_aside"][("callwatch_calls_set_aside_total", ())] == 2
     emitted = got["callwatch_events_emitted"]
     assert emitted[("callwatch_events_emitted_total", (("type", "call.started"),))] == 3
     deliveries = got["callwatch_deliveries"]

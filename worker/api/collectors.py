@@ -146,6 +146,9 @@ def scheduler_families(ctx: Context) -> Iterable[Metric]:
     yield GaugeMetricFamily("callwatch_scheduler_progress_age_seconds", "Seconds since the "
                             "scheduler last went round its loop; /healthz fails past 30.",
                             value=max(0.0, now - stats.last_progress))
+    yield CounterMetricFamily("callwatch_calls_set_aside_total", "Calls this process set "
+                              "aside because the database cannot store their data (see "
+                              "`callwatch status`); the others go on.", value=stats.set_aside)
     held = stats.uncommitted_since
     yield GaugeMetricFamily("callwatch_uncommitted_seconds", "How long the scheduler's writer "
                             "has held poll results it could not commit (0: none held).",
