@@ -80,6 +80,7 @@ class Relay:
         self._fanned_out_at = 0.0  # monotonic: when the loop last looked in the outbox
         self._stopping = False
         self._progress = time.monotonic()
+        self._uncommitted_since: float | None = None  # the writer's batch, while unrecorded
         self.stats = RelayStats()  # attempts by outcome, in total and per endpoint
 
     @classmethod
@@ -113,8 +114,11 @@ class Relay:
         self._wakeup.set()
 
     def progress(self) -> float:
-        """When the loop last went round (monotonic): the watchdog's input."""
-        return self._progress
+        """When the loop last went round, or since when the writer has been trying to record
+        a batch, whichever is older (monotonic): the watchdog's input. The loop goes round
+        every second even while nothing can be recorded."""
+        stuck = self._uncommitted_since
+        return self._progress if stuck is None else min(self._progress, stuck)
 
     def describe(self) -> str:
         in_flight = sum(self._slots.in_flight.values())
@@ -292,8 +296,10 @@ class Relay:
         it safe. An attempt the database refuses for good is narrowed down (bisection) and
         its delivery recorded dead, without its attempt log, so it cannot come back forever.
         """
+        self._uncommitted_since = time.monotonic()
         await write_isolating(batch, lambda items: self._store.record_attempts(
             items, self._clock()), self._refused, log)
+        self._uncommitted_since = None
         self._nudge()  # slots are free, and the next event of each chain is due
 
     async def _refused(self, result: AttemptResult, error: PermanentStoreError) -> None:
