@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.api.support import ENVOY_ID, UV_ID, FakeArchiver, FakeRelay, TestRuntime
 from worker.archive.archiver import ArchiverStats
 from worker.looplag import LoopLagStats
-from worker.store.base import NewCall
+from worker.store.base import NewCall, StoreHealth
+from worker.store.errors import TransientStoreError
 from worker.store.sqlite import SQLiteStore
 from worker.store_errors import StoreErrors
 from worker.webhooks.policy import Delivered, Retry
@@ -41,15 +42,46 @@ async def test_healthz_is_503_when_the_scheduler_is_stuck(anonymous: httpx.Async
 
 
 async def test_healthz_is_503_when_the_database_fails(anonymous: httpx.AsyncClient,
-                                                      runtime: TestRuntime,
-                                                      tmp_path: Path) -> None:
-    """A database that does not answer makes the probe fail, not hang or 500."""
-    broken = await SQLiteStore.open(tmp_path / "other.db")
-    await broken.close()
-    runtime.store = broken  # closed: every query raises
+                                                      store: SQLiteStore,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database that raises makes the probe fail, not 500."""
+
+    async def broken(*_: object) -> None:
+        raise TransientStoreError("disk I/O error")
+
+    monkeypatch.setattr(store, "next_due_at", broken)
     reply = await anonymous.get("/healthz")
     assert reply.status_code == 503
     assert "the database does not answer" in reply.json()["error"]
+
+
+async def test_healthz_is_503_when_the_database_hangs(anonymous: httpx.AsyncClient,
+                                                     store: SQLiteStore,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database that never answers: 503 after two seconds, not a hanging probe."""
+
+    async def hangs() -> None:
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(store, "probe", hangs)
+    reply = await anonymous.get("/healthz")
+    assert reply.status_code == 503
+    assert "the database did not answer within 2 s" in reply.json()["error"]
+
+
+async def test_healthz_is_503_with_the_stores_own_finding(
+        anonymous: httpx.AsyncClient, store: SQLiteStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the store's probe reports (a replaced file, say) is the reason given."""
+
+    async def replaced() -> StoreHealth:
+        return StoreHealth(ok=False, problem="the database file was replaced")
+
+    monkeypatch.setattr(store, "probe", replaced)
+    reply = await anonymous.get("/healthz")
+    assert reply.status_code == 503
+    assert reply.json()["error"] == "the database file was replaced"
+    assert reply.json()["checks"]["database"] == "failing"
 
 
 async def test_healthz_counts_a_stuck_relay(anonymous: httpx.AsyncClient,
