@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.health import Limits, Readings, judge, overdue_for
+from worker.health import Limits, ProbeCache, Readings, judge, overdue_for
 from worker.logbudget import LogBudget
 
 LIMITS = Limits(progress=30.0, uncommitted=60.0, overdue=600.0)
@@ -93,3 +93,22 @@ def test_log_budget_refills_after_the_period() -> None:
     assert budget.allow() and not budget.allow()
     now[0] = 61.0
     assert budget.allow()
+
+
+def test_probe_cache_probes_at_most_every_period_and_keeps_the_finding() -> None:
+    """Between two probes the last probe's problem stands; a fresh failure is never hidden."""
+    now = [0.0]
+    cache = ProbeCache(every=5.0, clock=lambda: now[0])
+    bad = Readings(now=0.0, progress={}, store_problem="the database file was replaced")
+    good = Readings(now=0.0, progress={})
+    assert cache.due()
+    assert cache.apply(bad, probed=True) == bad
+    now[0] = 4.0
+    assert not cache.due()
+    assert cache.apply(good, probed=False).store_problem == "the database file was replaced"
+    other = Readings(now=0.0, progress={}, store_problem="the database does not answer")
+    assert cache.apply(other, probed=False) == other
+    now[0] = 5.0
+    assert cache.due()
+    assert cache.apply(good, probed=True) == good
+    assert cache.apply(good, probed=False) == good

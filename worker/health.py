@@ -19,8 +19,8 @@ unhealthy (503, and no watchdog ping) when:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import anyio
@@ -120,6 +120,31 @@ async def store_reading(store: HealthSource, providers: Iterable[str], *,
     return None, f"the database did not answer within {DATABASE_TIMEOUT:.0f} s"
 
 
+@dataclass(kw_only=True)
+class ProbeCache:
+    """The store's probe takes the write lock for a moment: run it at most every ``every``
+    seconds (``/healthz`` is open to anyone; the watchdog pings twice a second under tests)
+    and carry its last finding in between."""
+
+    every: float
+    clock: Callable[[], float] = time.monotonic
+    _next: float = 0.0
+    _problem: str | None = None
+
+    def due(self) -> bool:
+        return self.clock() >= self._next
+
+    def apply(self, readings: Readings, *, probed: bool) -> Readings:
+        """``readings`` with the last probe's finding when this round did not probe."""
+        if probed:
+            self._next = self.clock() + self.every
+            self._problem = readings.store_problem
+            return readings
+        if readings.store_problem is None and self._problem is not None:
+            return replace(readings, store_problem=self._problem)
+        return readings
+
+
 def progress_of(components: Sequence[AnyComponent]) -> dict[str, float]:
     """Each looping component's last progress (the API server has none to report)."""
     found: dict[str, float] = {}
@@ -132,10 +157,12 @@ def progress_of(components: Sequence[AnyComponent]) -> dict[str, float]:
 
 async def gather(store: HealthSource, components: Sequence[AnyComponent], *,
                  providers: Iterable[str], uncommitted_since: float | None,
-                 started_wall: float, probe: bool = True) -> Readings:
+                 started_wall: float, probes: ProbeCache | None = None) -> Readings:
     """The live readings ``judge`` decides on (``uncommitted_since``: the scheduler's)."""
+    probe = probes is None or probes.due()
     oldest_due, problem = await store_reading(store, providers, probe=probe)
-    return Readings(now=time.monotonic(), progress=progress_of(components),
+    readings = Readings(now=time.monotonic(), progress=progress_of(components),
                     uncommitted_since=uncommitted_since, wall_now=time.time(),
                     started_wall=started_wall, oldest_due_wall=oldest_due,
                     store_problem=problem)
+    return readings if probes is None else probes.apply(readings, probed=probe)

@@ -17,7 +17,7 @@ import anyio
 import structlog
 
 from worker.component import AnyComponent
-from worker.health import Limits, gather, judge
+from worker.health import Limits, ProbeCache, gather, judge
 from worker.notify import Notifier
 from worker.store.base import Store
 
@@ -53,21 +53,15 @@ async def supervise(notifier: Notifier, store: Store, components: Sequence[AnyCo
     # Without progress for a whole ping interval, something is stuck: stop vouching for it.
     limits = replace(Limits(), progress=max(10.0, interval or 0.0))
     started = time.time() if started_wall is None else started_wall
-    next_status = next_probe = 0.0
-    store_problem: str | None = None
+    next_status = 0.0
+    probes = ProbeCache(every=PROBE_EVERY)
     was: tuple[str, ...] = ()
     while True:
         problems: tuple[str, ...] = ()
         if not stopping():
-            probe = time.monotonic() >= next_probe
             readings = await gather(store, components, providers=providers(),
                                     uncommitted_since=uncommitted_since(),
-                                    started_wall=started, probe=probe)
-            if probe:
-                next_probe = time.monotonic() + PROBE_EVERY
-                store_problem = readings.store_problem
-            elif readings.store_problem is None:  # keep the last probe's finding till the next
-                readings = replace(readings, store_problem=store_problem)
+                                    started_wall=started, probes=probes)
             problems = judge(readings, limits).problems
         if problems and not was:  # on the transition only: the texts carry ages in seconds
             log.error("daemon.unhealthy", problems=list(problems),

@@ -21,7 +21,7 @@ async def healthz(ctx: Context, request: Request) -> Response:
     readings = await gather(runtime.store, runtime.components,
                             providers=list(runtime.config.providers),
                             uncommitted_since=runtime.scheduler.stats.uncommitted_since,
-                            started_wall=runtime.started_wall)
+                            started_wall=runtime.started_wall, probes=ctx.probes)
     verdict = judge(readings)
     if not verdict.ok:
         return json_response(503, {"ok": False, "error": "; ".join(verdict.problems),

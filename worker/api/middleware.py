@@ -6,9 +6,9 @@ wrap ``receive`` without buffering anything.
 * ``Observe`` logs ``api.request`` (method, route template, status, ms; never a header or a
   body), counts requests for /metrics, and turns any exception into ``500 {"error":
   "internal error"}`` logged as ``api.error``: a traceback never reaches the client.
-* ``Paths`` routes on the raw path, each segment percent-decoded on its own: an encoded slash
-  (``%2F``) stays inside one path parameter instead of changing which route matches; a
-  segment that is not UTF-8 is a 400.
+* ``Paths`` refuses more than ``MAX_HEADERS`` headers (431), and routes on the raw path,
+  each segment percent-decoded on its own: an encoded slash (``%2F``) stays inside one path
+  parameter instead of changing which route matches; a segment that is not UTF-8 is a 400.
 * ``BearerAuth``: ``Authorization: Bearer <[api] token>``, compared in constant time, read per
   request (a SIGHUP's new token applies at once), on every path but the open ones.
 * ``BodyCap``: 413 past a path's limit (announced by Content-Length or counted while it
@@ -34,6 +34,7 @@ from worker.secrets import Secret
 log = structlog.get_logger("worker.api")
 
 BODY_TIMEOUT = 30.0
+MAX_HEADERS = 100  # the head's size is capped by the server (32 KiB); this caps their number
 _CHALLENGE = {"www-authenticate": 'Bearer realm="callwatch"'}
 _BAD_TOKEN = {"www-authenticate": 'Bearer realm="callwatch", error="invalid_token"'}
 
@@ -80,12 +81,17 @@ def reencoded(raw: bytes) -> str:
 
 
 class Paths:
-    """Route on segments decoded one by one (see the module docstring)."""
+    """Route on segments decoded one by one (see the module docstring); refuse more than
+    ``MAX_HEADERS`` headers (431) before anything reads them."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if len(scope["headers"]) > MAX_HEADERS:
+            await error_response(431, f"more than {MAX_HEADERS} request headers")(
+                scope, receive, send)
+            return
         raw = scope.get("raw_path") or str(scope["path"]).encode()
         try:
             scope["path"] = reencoded(bytes(raw).split(b"?", 1)[0])

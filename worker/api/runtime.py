@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 from worker.archive.archiver import ArchiverStats
 from worker.component import AnyComponent
 from worker.config import Config
+from worker.health import ProbeCache
 from worker.logbudget import LogBudget
 from worker.looplag import LoopLagStats
 from worker.scheduler import SchedulerStats
@@ -98,3 +99,5 @@ class Context:
     stats: ApiStats = field(default_factory=ApiStats)
     clock: Callable[[], float] = time.time  # injectable: webhook timestamps are wall time
     refusals: LogBudget = field(default_factory=LogBudget)  # warnings strangers can cause
+    # /healthz is open to anyone: the store's probe (a write) runs at most once a second
+    probes: ProbeCache = field(default_factory=lambda: ProbeCache(every=1.0))
