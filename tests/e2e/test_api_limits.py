@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.e2e.harness import DaemonUnderTest
+from tests.e2e.harness import DaemonUnderTest, wait_until
 from tests.e2e.test_api import TOKEN, api_daemon, free_port
 from worker.simulator import Simulator, World, run_simulator
 
@@ -135,7 +135,13 @@ async def test_healthz_turns_red_when_the_database_is_deleted_under_the_daemon(
     assert await healthz(port) == 200
     running.db.unlink()
     async with httpx.AsyncClient(timeout=10) as http:
-        reply = await http.get(f"http://127.0.0.1:{port}/healthz")
-    assert reply.status_code == 503, reply.text
+
+        async def red() -> httpx.Response | None:
+            reply = await http.get(f"http://127.0.0.1:{port}/healthz")
+            return reply if reply.status_code == 503 else None
+
+        await wait_until(red, 15, "/healthz to notice", running)  # probes run once a second
+        reply = await red()
+    assert reply is not None
     assert reply.json()["checks"]["database"] == "failing"
     assert str(running.db) in reply.json()["error"]
