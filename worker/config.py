@@ -36,6 +36,7 @@ from worker.config_sections import (
     parse_delivery,
     parse_s3_url,
 )
+from worker.errors import UsageError
 from worker.model import EventType
 from worker.secrets import Secret
 
@@ -54,7 +55,7 @@ DEFAULT_CONCURRENCY = 32
 T = TypeVar("T")
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """The configuration is unusable; ``problems`` holds one readable line per mistake."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -18,16 +18,10 @@ from typing import Any, NoReturn
 import anyio
 
 from worker.config import Config, ConfigError, config_path, load
-from worker.errors import CallwatchError
+from worker.errors import CallwatchError, CommandError, UsageError
 from worker.model import CallStatus, Terminal
 
-
-class UsageError(Exception):
-    """Bad usage or bad input: exit 2."""
-
-
-class CommandError(Exception):
-    """Anything else that went wrong: exit 1."""
+__all__ = ["CommandError", "UsageError", "build_parser", "error_lines", "exit_code", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -193,27 +187,37 @@ def _main(argv: Sequence[str] | None) -> int:
         return _dispatch(args)
     except BrokenPipeError:
         raise
-    except UsageError as exc:
-        return _fail(2, str(exc), debug)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(_error_prefix() + problem, file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
-    except (CommandError, CallwatchError) as exc:  # ours: one line, exit 1
-        return _fail(1, str(exc), debug)
     except Exception as exc:
-        return _fail(1, f"{type(exc).__name__}: {exc}", debug)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        prefix = _error_prefix()
+        for line in error_lines(exc):
+            print(prefix + line, file=sys.stderr)
+        return exit_code(exc)
 
 
-def _fail(code: int, message: str, debug: bool) -> int:
-    if debug:
-        import traceback
+def exit_code(exc: BaseException) -> int:
+    """The exit status for an error, the one place that decides it (CONTRACT.md): 2 for bad
+    usage or input (a ``UsageError``: an option, an argument, the config), 130 for Ctrl-C, 1 for
+    anything else, ours (``CallwatchError``) or a bug."""
+    if isinstance(exc, UsageError):
+        return 2
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    return 1
 
-        traceback.print_exc()
-    print(f"{_error_prefix()}callwatch: error: {message}", file=sys.stderr)
-    return code
+
+def error_lines(exc: BaseException) -> list[str]:
+    """What stderr shows for an error: the config's problems one per line (``FILE: KEY:
+    MESSAGE``), else one line; an error that is not ours is named by its type (a bug)."""
+    if isinstance(exc, ConfigError):
+        return list(exc.problems)
+    message = str(exc) if isinstance(exc, CallwatchError) else f"{type(exc).__name__}: {exc}"
+    return [f"callwatch: error: {message}"]
 
 
 def _error_prefix() -> str:
@@ -255,20 +259,13 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
         return anyio.run(partial(show_status, config, args.provider, args.call_id, args.json,
                                  args.limit, state=args.state, only_provider=args.only_provider))
     if args.command == "backfill":
-        from worker.cli.backfill import BadInputError as BadBackfillError
         from worker.cli.backfill import run_backfill
 
-        try:
-            return run_backfill(config, args)
-        except BadBackfillError as exc:
-            raise UsageError(str(exc)) from None
+        return run_backfill(config, args)  # its BadInputError is a UsageError: exit 2
     if args.command in ("deliveries", "replay"):
-        from worker.cli.deliveries import BadInputError, run_command
+        from worker.cli.deliveries import run_command
 
-        try:
-            return anyio.run(run_command, config, args)
-        except BadInputError as exc:
-            raise UsageError(str(exc)) from None
+        return anyio.run(run_command, config, args)
     raise UsageError(f"unknown command {args.command}")
 
 
@@ -295,13 +292,10 @@ def _run(config: Config) -> int:
 
     from worker import logs
     from worker.daemon import Daemon
-    from worker.store.base import StoreError
 
     logs.setup(config.worker.log_level, journal=logs.is_journal(sys.stderr, os.environ))
-    try:
-        anyio.run(Daemon(config, environ=os.environ, early_signals=early).run)
-    except StoreError as exc:
-        raise CommandError(str(exc)) from exc
+    # A StoreError (a CallwatchError) ends here as one line and exit 1, like any of ours.
+    anyio.run(Daemon(config, environ=os.environ, early_signals=early).run)
     return 0
 
 
