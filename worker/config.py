@@ -32,6 +32,7 @@ from worker.config_sections import (
     parse_archive,
     parse_delivery,
 )
+from worker.database_url import PostgresUrl, is_postgres, parse_postgres_url
 from worker.secrets import Secret
 
 DEFAULT_CONFIG_PATH = Path("/etc/callwatch/callwatch.toml")
@@ -103,10 +104,17 @@ class WebhookConfig:
 class WorkerConfig:
     """``[worker]``: where state lives."""
 
-    database: Path
+    database: Path  # the SQLite file; unused when ``postgres`` is set
     archive_dir: Path | None = None
     log_level: str = "info"
     drain_grace: float = 20.0  # on SIGTERM, how long in-flight work may take to finish
+    postgres: PostgresUrl | None = None  # ``database = "postgresql://..."``
+    lease_seconds: float = 30.0  # how soon other workers take over a dead worker's work
+
+    @property
+    def database_name(self) -> str:
+        """The database as users may see it: the SQLite path or the password-free URL."""
+        return str(self.postgres) if self.postgres is not None else str(self.database)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -247,6 +255,34 @@ def _non_negative_seconds(item: object) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+def _lease_seconds(value: float) -> str | None:
+    ok = math.isfinite(value) and 5 <= value <= 3600
+    return None if ok else "must be between 5 and 3600 seconds"
+
+
+def _postgres(reader: Reader, section: Section, database: str) -> PostgresUrl | None:
+    """``database = "postgresql://..."`` with its password from ``database_password_*``.
+
+    The password is read even for commands that resolve no other secret (``track``,
+    ``status``): they all need the database.
+    """
+    resolve, reader.resolve_secrets = reader.resolve_secrets, True
+    try:
+        password = reader.secret(section, "database_password", required=False)
+    finally:
+        reader.resolve_secrets = resolve
+    if not is_postgres(database):
+        if password is not None:
+            section.problem("database_password_env",
+                            "only used with a postgresql:// database URL")
+        return None
+    try:
+        return parse_postgres_url(database, password)
+    except ValueError as exc:
+        section.problem("database", str(exc))
+        return None
+
+
 def _resolve(section: Section, name: str, base: Path, value: str) -> Path:
     try:
         path = Path(value).expanduser()
@@ -274,12 +310,16 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
         lambda v: None if v in ("debug", "info", "warning", "error")
         else "must be one of debug, info, warning, error")
     drain_grace = worker_section.duration("drain_grace", 20.0)
+    lease_seconds = worker_section.get("lease_seconds", float, 30.0, _lease_seconds)
+    postgres = _postgres(reader, worker_section, database)
     worker_section.unknown()
     base = path.parent
     worker = WorkerConfig(
-        database=_resolve(worker_section, "database", base, database),
+        database=(base / "callwatch.db" if postgres is not None
+                  else _resolve(worker_section, "database", base, database)),
         archive_dir=_resolve(worker_section, "archive_dir", base, archive) if archive else None,
-        log_level=log_level, drain_grace=drain_grace)
+        log_level=log_level, drain_grace=drain_grace, postgres=postgres,
+        lease_seconds=float(lease_seconds))
 
     tracking_section = Section(reader, root.table("tracking"), "tracking")
     tracking = _tracking(tracking_section, TrackingConfig())

@@ -1,0 +1,55 @@
+"""The store backends the contract tests run against: one parametrisation for all.
+
+``backend`` is "sqlite" (a real file in ``tmp_path``) or "postgresql" (a fresh database of
+its own, see tests/pg.py; skipped with one line when no PostgreSQL is at hand, failed under
+``CI=true``). ``open_store`` opens a store on that one database: call it twice for two
+workers sharing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.database_url import parse_postgres_url
+from worker.store.postgres import PostgresStore
+from worker.store.sqlite import SQLiteStore
+
+BACKENDS = ["sqlite", "postgresql"]
+
+Opener = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def open_store(backend: str, tmp_path: Path,
+                     request: pytest.FixtureRequest) -> AsyncIterator[Opener]:
+    """``await open_store(owner=None)``: a store on this test's database; closed after."""
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    opened: list[Any] = []
+
+    async def opener(owner: str | None = None) -> Any:
+        store: Any
+        if url is None:
+            store = await SQLiteStore.open(tmp_path / "state" / "callwatch.db", owner=owner)
+        else:
+            store = await PostgresStore.open(parse_postgres_url(url), owner=owner)
+        opened.append(store)
+        return store
+
+    yield opener
+    for store in reversed(opened):
+        await store.close()
+
+
+def sqlite_only(store: object) -> None:
+    """Skip the rest of a test that reads the SQLite file itself."""
+    if not isinstance(store, SQLiteStore):
+        pytest.skip("reads the SQLite file directly")
