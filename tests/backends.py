@@ -8,6 +8,7 @@ workers sharing it.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -53,3 +54,14 @@ def sqlite_only(store: object) -> None:
     """Skip the rest of a test that reads the SQLite file itself."""
     if not isinstance(store, SQLiteStore):
         pytest.skip("reads the SQLite file directly")
+
+
+async def raw(store: object, statement: str) -> list[tuple[Any, ...]]:
+    """Run one parameterless SQL statement on the store's own database (test set-up and
+    inspection: a lost cursor, the attempt log); the rows it returns, as tuples."""
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.path) as conn:
+            return [tuple(row) for row in conn.execute(statement).fetchall()]
+    assert isinstance(store, PostgresStore)
+    async with store.db.connection() as conn:
+        return [tuple(row) for row in await conn.fetch(statement)]

@@ -38,8 +38,8 @@ import structlog
 
 from worker.database_url import PostgresUrl, redact
 from worker.model import TrackedCall
-from worker.store import rows
 from worker.store import postgres_sql as sql
+from worker.store import rows
 from worker.store.base import Counts, NewCall, PollApplied, StoredEvent, StoreError
 from worker.store.postgres_deliveries import PostgresDeliveries
 from worker.store.postgres_downloads import PostgresDownloads
@@ -92,8 +92,7 @@ class Connections:
     def translated(self) -> Any:
         try:
             yield
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
-                asyncio.TimeoutError) as exc:
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             message = redact(f"{type(exc).__name__}: {exc}", self.where.password)
             raise StoreError(f"PostgreSQL at {self.where.host}: {message}") from exc
 
@@ -118,8 +117,7 @@ class PostgresStore(PostgresDeliveries, PostgresDownloads):
         try:
             pool = await asyncpg.create_pool(where.dsn(), min_size=1, max_size=pool_size,
                                              timeout=CONNECT_TIMEOUT, command_timeout=60)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
-                asyncio.TimeoutError) as exc:
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             reason = redact(str(exc) or type(exc).__name__, where.password)
             raise StoreError(f"cannot connect to PostgreSQL at {where.host}: {reason}") from exc
         store = cls(Connections(pool, where), owner or worker_identity(), lease_seconds)
@@ -229,7 +227,7 @@ class PostgresStore(PostgresDeliveries, PostgresDownloads):
     async def make_due(self, provider: str, call_id: str, now: float) -> bool:
         async with self.db.transaction() as conn:
             status = await conn.execute(sql.MAKE_DUE, now, provider, call_id)
-            changed = status.endswith(" 1")
+            changed = bool(status.endswith(" 1"))
             if changed:
                 await _notify(conn, f"calls:{provider}")
         return changed
@@ -278,7 +276,7 @@ class PostgresStore(PostgresDeliveries, PostgresDownloads):
 
     # ----------------------------------------------------------------------- changes
 
-    async def wait_for_change(self, timeout: float) -> bool:
+    async def wait_for_change(self, timeout: float) -> bool:  # noqa: ASYNC109 - a wake-up
         """Wait until any process tracks a call, makes one due or writes events (True), or
         ``timeout`` passes (False). Listens on first use; without a listener, just waits."""
         await self._listen()
@@ -332,7 +330,7 @@ class PostgresStore(PostgresDeliveries, PostgresDownloads):
     async def recover(self) -> int:
         """Release leases of workers on this host whose process is gone (a restart after a
         crash takes its work back at once); other hosts' expire after lease_seconds."""
-        from worker.store.sqlite import _owner_is_dead  # noqa: PLC0415 - one shared rule
+        from worker.store.sqlite import _owner_is_dead
 
         host = socket.gethostname()
         async with self.db.connection() as conn:

@@ -160,8 +160,9 @@ class PostgresDeliveries:
                     await _disable(conn, result.delivery.endpoint, result.decision.reason, now)
 
     async def recover_deliveries(self, now: float) -> int:
-        from worker.store.sqlite import _owner_is_dead  # noqa: PLC0415 - one shared rule
-        import socket  # noqa: PLC0415
+        import socket
+
+        from worker.store.sqlite import _owner_is_dead
 
         host = socket.gethostname()
         async with self.db.connection() as conn:
@@ -183,7 +184,8 @@ class PostgresDeliveries:
 
     async def replay(self, now: float, *, event_id: str | None = None, dead: bool = False,
                      since: float | None = None, endpoint: str | None = None) -> Replayed:
-        where, params = "d.state IN ('dead', 'disabled')", [now]
+        where = "d.state IN ('dead', 'disabled')"
+        params: list[Any] = [now]
         async with self.db.transaction(sql.CHAINS_LOCK) as conn:
             if event_id is not None:
                 seq = await conn.fetchval("SELECT seq FROM events WHERE id = $1", event_id)

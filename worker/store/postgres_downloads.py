@@ -133,7 +133,7 @@ class PostgresDownloads:
         return int(status.split()[-1])
 
     async def recover_downloads(self) -> int:
-        from worker.store.sqlite import _owner_is_dead  # noqa: PLC0415 - one shared rule
+        from worker.store.sqlite import _owner_is_dead
 
         host = socket.gethostname()
         async with self.db.connection() as conn:
