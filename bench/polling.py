@@ -271,7 +271,7 @@ async def _setup(workdir: Path, sim: Sim, options: Options
     path, env = write_config(workdir, sim, tracking=TRACKING, concurrency=options.concurrency)
     config = load(path, env)
     quiet_logs(config.worker.log_level)
-    store = await CountingStore.open(config.worker.database)
+    store = await CountingStore.open(Path(config.worker.database))
     assert isinstance(store, CountingStore)
     now = time.time()
     await store.track_many([(NewCall(provider=s["provider"], call_id=s["call_id"]), now)

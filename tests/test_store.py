@@ -16,7 +16,7 @@ from tests.backends import Opener, sqlite_only
 from worker.config import TrackingConfig
 from worker.model import CallStatus, RecordingSnapshot, RecordingStatus, Snapshot
 from worker.reconcile import Policy, on_poll
-from worker.store.base import NewCall, PollApplied
+from worker.store.base import NewCall, PermanentStoreError, PollApplied
 from worker.store.sqlite import SCHEMA_VERSION, SQLiteStore, _owner_is_dead
 
 pytestmark = pytest.mark.anyio
@@ -127,7 +127,7 @@ async def test_failed_transaction_leaves_nothing(store: Any) -> None:
                        POLICY)
     broken = decision.call.replace(pk=None)  # events cannot reference a call without a pk
     bad = type(decision)(call=broken, events=decision.events)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(PermanentStoreError):
         await store.apply_poll_results([PollApplied(decision=bad)], T0 + 1)
     stored = await store.get_call("ultravox", "a")
     assert stored is not None and stored.status == CallStatus.PENDING

@@ -19,7 +19,7 @@ from worker.config import TrackingConfig
 from worker.model import CallStatus, Snapshot, Terminal, TrackedCall
 from worker.reconcile import Decision, Policy, on_poll
 from worker.store import jobs, rows
-from worker.store.base import NewCall, PollApplied
+from worker.store.base import NewCall, PermanentStoreError, PollApplied
 from worker.store.sqlite import SQLiteStore, migrations
 
 T0 = 1_800_000_000.0
@@ -150,7 +150,7 @@ async def test_a_batch_larger_than_one_statement_is_still_one_transaction(
         assert live.events  # call.started, for a call without a pk: refused by the schema
         items.append(PollApplied(decision=Decision(call=live.call.replace(pk=None),
                                                    events=live.events)))
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(PermanentStoreError):
             await store.apply_poll_results(items, T0 + 1)
         with sqlite3.connect(store.path) as conn:
             assert conn.execute("SELECT COUNT(*) FROM calls WHERE provider_status = 'seen'"

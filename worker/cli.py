@@ -221,13 +221,13 @@ def _utf8(text: str) -> bool:
 
 def _track(config: Config, args: argparse.Namespace) -> int:
     from worker.store.base import NewCall
-    from worker.store.sqlite import SQLiteStore
+    from worker.store.factory import open_configured
 
     meta, webhook = parse_track_input(config, args.provider, args.call_id, args.metadata,
                                       args.webhook)
 
     async def track() -> bool:
-        store = await SQLiteStore.open(config.worker.database)
+        store = await open_configured(config)
         try:
             return await store.track(NewCall(provider=args.provider, call_id=args.call_id,
                                              metadata=meta, webhook_url=webhook), time.time())

@@ -100,21 +100,21 @@ class WebhookConfig:
     max_in_flight: int | None = None  # None: [delivery] max_in_flight_per_endpoint
 
 
+# A [worker] database starting with one of these is a server's URL, not a SQLite path.
+DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WorkerConfig:
     """``[worker]``: where state lives."""
 
-    database: Path  # the SQLite file; unused when ``postgres`` is set
+    database: Path | str  # a SQLite file, or a postgresql:// URL without its password
     archive_dir: Path | None = None
     log_level: str = "info"
     drain_grace: float = 20.0  # on SIGTERM, how long in-flight work may take to finish
-    postgres: PostgresUrl | None = None  # ``database = "postgresql://..."``
-    lease_seconds: float = 30.0  # how soon other workers take over a dead worker's work
-
-    @property
-    def database_name(self) -> str:
-        """The database as users may see it: the SQLite path or the password-free URL."""
-        return str(self.postgres) if self.postgres is not None else str(self.database)
+    lease_seconds: float = 30.0  # how soon another worker takes over a dead worker's work
+    # From the URL or database_password_env/_file; kept apart so printing never shows it.
+    database_password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -315,11 +315,11 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
     worker_section.unknown()
     base = path.parent
     worker = WorkerConfig(
-        database=(base / "callwatch.db" if postgres is not None
+        database=(postgres.url if postgres is not None
                   else _resolve(worker_section, "database", base, database)),
         archive_dir=_resolve(worker_section, "archive_dir", base, archive) if archive else None,
-        log_level=log_level, drain_grace=drain_grace, postgres=postgres,
-        lease_seconds=float(lease_seconds))
+        log_level=log_level, drain_grace=drain_grace, lease_seconds=float(lease_seconds),
+        database_password=postgres.password if postgres is not None else None)
 
     tracking_section = Section(reader, root.table("tracking"), "tracking")
     tracking = _tracking(tracking_section, TrackingConfig())

@@ -31,7 +31,8 @@ from worker.providers import build_provider
 from worker.providers.base import Provider
 from worker.reconcile import Policy
 from worker.scheduler import Lane, Scheduler
-from worker.store.sqlite import SQLiteStore
+from worker.store.base import Store, StoreError
+from worker.store.factory import open_configured
 from worker.supervise import status_line, supervise
 from worker.webhooks.relay import Relay
 
@@ -47,6 +48,45 @@ class Component(Protocol):
     def stop(self) -> None:
         """Stop taking new work; ``run`` returns once in-flight work is done."""
         ...
+
+
+async def _close(store: Store) -> None:
+    """Hand back our leases if the database lets us, then close it: always, whatever the
+    database's state, or its thread would keep a stopped daemon alive (SIGTERM must work)."""
+    with anyio.CancelScope(shield=True):
+        try:
+            with anyio.move_on_after(5):
+                await store.release_leases()
+        except StoreError as exc:  # they run out by themselves (lease_seconds)
+            log.error("store.release_failed", database=store.location, error=str(exc))  # noqa: TRY400 - expected, no traceback
+        finally:
+            await store.close()
+
+
+STORE_PROBE_EVERY = 5.0  # seconds between two health probes of the database
+STORE_REPEAT_EVERY = 60.0  # a problem that lasts is logged again this often
+
+
+async def watch_store(store: Store) -> None:
+    """Probe the database every few seconds; say at error level when it was deleted or
+    replaced under us, refuses writes, or writes keep failing (and when it recovers).
+
+    The API's /healthz and the watchdog read the same ``probe()``; this makes the journal
+    say why, even without the API.
+    """
+    problem: str | None = None
+    logged = 0.0
+    while True:
+        await anyio.sleep(STORE_PROBE_EVERY)
+        health = await store.probe()
+        now = time.monotonic()
+        if health.problem is not None and (health.problem != problem
+                                           or now - logged >= STORE_REPEAT_EVERY):
+            log.error("store.unhealthy", database=store.location, problem=health.problem)
+            logged = now
+        elif health.ok and problem is not None:
+            log.info("store.healthy_again", database=store.location)
+        problem = health.problem
 
 
 def lanes_for(config: Config, client: httpx.AsyncClient) -> dict[str, Lane]:
@@ -84,7 +124,7 @@ class Runtime:
     """What the components share: handed to each feature when the daemon is assembled."""
 
     config: Config
-    store: SQLiteStore
+    store: Store
     client: httpx.AsyncClient
     scheduler: Scheduler
     relay: Relay | None = None  # set at assembly; the API reads its stats and progress
@@ -108,7 +148,7 @@ class Daemon:
     async def run(self) -> None:
         self._stop = anyio.Event()
         self._second = anyio.Event()
-        store = await SQLiteStore.open(self.config.worker.database)
+        store = await open_configured(self.config)
         try:
             released = await store.recover()
             async with http_client(self.config) as client:
@@ -117,9 +157,7 @@ class Daemon:
                                   scheduler=scheduler)
                 await self._run_components(runtime, released)
         finally:
-            with anyio.CancelScope(shield=True):
-                await store.release_leases()
-            await store.close()
+            await _close(store)
             self.notifier.close()
 
     async def _run_components(self, runtime: Runtime, released: int) -> None:
@@ -138,12 +176,13 @@ class Daemon:
         self._components = components
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._watch_signals, runtime)
+            outer.start_soon(watch_store, runtime.store)
             async with anyio.create_task_group() as inner:
                 for component in components:
                     await inner.start(component.run)
                 outer.start_soon(supervise, self.notifier, runtime.store, components,
                                  self._stop.is_set)
-                log.info("daemon.ready", database=str(runtime.store.path),
+                log.info("daemon.ready", database=runtime.store.location,
                          providers=sorted(runtime.config.providers), leases_recovered=released,
                          components=[type(c).__name__ for c in components])
                 self.notifier.ready(await status_line(runtime.store, components))

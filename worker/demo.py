@@ -23,7 +23,7 @@ import anyio
 
 from worker.simulator import SCENARIOS, CallScript, Simulator, World, run_simulator
 from worker.simulator.world import RecordingScript
-from worker.store.sqlite import SQLiteStore
+from worker.store.factory import open_store
 
 DEMO_TIMEOUT = 50.0
 WEBHOOK_WAIT = 10.0  # after the calls settle, for their last events to reach the receiver
@@ -121,7 +121,7 @@ async def _follow(store_path: Path, scripts: list[CallScript], sim: Simulator,
                   printer: _Printer, proc: subprocess.Popen[bytes]) -> bool:
     """Print every event as the daemon writes it; True once every call is terminal."""
     seq, deadline = 0, time.monotonic() + DEMO_TIMEOUT
-    store = await SQLiteStore.open(store_path)
+    store = await open_store(store_path)
     try:
         while time.monotonic() < deadline:
             for event in await store.events_after(seq, 500):
@@ -180,7 +180,7 @@ def _received_ids(sim: Simulator) -> set[str | None]:
 
 async def _delivered(db: Path, sim: Simulator) -> bool:
     """Wait until the receiver has every event the outbox holds (the relay runs behind)."""
-    store = await SQLiteStore.open(db)
+    store = await open_store(db)
     try:
         events = (await store.counts()).events
     finally:
@@ -195,7 +195,7 @@ async def _delivered(db: Path, sim: Simulator) -> bool:
 
 
 async def _summary(db: Path, sim: Simulator, workdir: Path, done: bool, code: int) -> None:
-    store = await SQLiteStore.open(db)
+    store = await open_store(db)
     try:
         counts = await store.counts()
         calls = await store.list_calls(limit=1000, include_terminal=True)

@@ -34,8 +34,9 @@ from worker.model import FailureKind, NotFound, PollFailed, PollResult, Snapshot
 from worker.providers.base import Provider
 from worker.ratelimit import TokenBucket
 from worker.reconcile import Policy, on_poll
-from worker.store.base import PollApplied, Store
-from worker.store.retry import until_written
+from worker.store.base import CallStore, PollApplied
+from worker.store.errors import PermanentStoreError, StoreError
+from worker.store.retry import until_written, write_isolating
 
 log = structlog.get_logger("worker.scheduler")
 
@@ -63,12 +64,16 @@ class SchedulerStats:
     last_progress: float = field(default_factory=time.monotonic)
     lane_progress: dict[str, float] = field(default_factory=dict)  # provider -> monotonic
     rate_limited: Counter[str] = field(default_factory=Counter)  # provider -> 429/503 answers
+    # Since when (monotonic) due results have been waiting for a commit the database refuses;
+    # None while every result reaches it. Health turns red when this gets old.
+    uncommitted_since: float | None = None
+    set_aside: int = 0  # calls set aside by this process: their results cannot be stored
 
 
 class Scheduler:
     """Polls due calls until ``stop()``; then finishes what is in flight and returns."""
 
-    def __init__(self, store: Store, lanes: Mapping[str, Lane], *,
+    def __init__(self, store: CallStore, lanes: Mapping[str, Lane], *,
                  clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random,
                  batch_size: int = 512, idle_wait: float = 1.0) -> None:
@@ -131,12 +136,28 @@ class Scheduler:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         send, receive = anyio.create_memory_object_stream[PollApplied](self._batch_size * 4)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._writer, receive)
-            async with send:
-                for name in self._lanes:
-                    tg.start_soon(self._lane, name, send.clone())
-            task_status.started()
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._renew_leases)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._writer, receive)
+                async with send:
+                    for name in self._lanes:
+                        tg.start_soon(self._lane, name, send.clone())
+                task_status.started()
+            outer.cancel_scope.cancel()  # lanes and writer are done: nothing left to renew
+
+    async def _renew_leases(self) -> None:
+        """Keep the leases of calls being polled or waiting for their commit alive, so a short
+        ``lease_seconds`` never lets another worker take a call we still hold."""
+        while True:
+            await anyio.sleep(self._store.lease_seconds / 3)
+            busy = (sum(self.stats.in_flight.values()) or sum(self.stats.queued.values())
+                    or self.stats.uncommitted_since is not None)
+            if busy:
+                try:
+                    await self._store.extend_call_leases(self._clock())
+                except StoreError as exc:
+                    log.warning("store.write_failed", what="call leases", error=str(exc))
 
     # ----------------------------------------------------------------------- lanes
 
@@ -290,15 +311,36 @@ class Scheduler:
                 await self._commit(batch)
 
     async def _commit(self, batch: list[PollApplied]) -> None:
-        """Persist a batch, retrying while the database refuses (disk full, locked).
+        """Persist a batch, retrying while the database refuses for a while (disk full,
+        locked); results it refuses for good are narrowed down to their calls, which are set
+        aside, and the rest of the batch commits.
 
-        The results stay in memory and the calls stay leased: nothing is lost, and if we die
-        meanwhile the leases run out and the calls are simply polled again.
+        The results stay in memory and the calls stay leased (renewed): nothing is lost, and
+        if we die meanwhile the leases run out and the calls are simply polled again.
         """
-        await until_written(lambda: self._store.apply_poll_results(batch, self._clock()),
-                            log, calls=len(batch))
+        if self.stats.uncommitted_since is None:
+            self.stats.uncommitted_since = time.monotonic()
+        await write_isolating(
+            batch, lambda items: self._store.apply_poll_results(items, self._clock()),
+            self._set_aside, log)
+        self.stats.uncommitted_since = None
         self.stats.commits += 1
         self.stats.last_progress = time.monotonic()
         if any(item.decision.events for item in batch):
             for listener in self._listeners:
                 listener()
+
+    async def _set_aside(self, item: PollApplied, error: PermanentStoreError) -> None:
+        """One call's results cannot be stored: stop polling it, durably and loudly."""
+        call = item.decision.call
+        reason = f"poll results cannot be stored: {error}"
+        log.error("poll.call_set_aside", provider=call.provider, call_id=call.call_id,
+                  error=str(error), hint="the call is no longer polled; see `callwatch status`")
+        self.stats.set_aside += 1
+        try:
+            await until_written(
+                lambda: self._store.set_aside(call.provider, call.call_id, reason, self._clock()),
+                log, provider=call.provider, call_id=call.call_id)
+        except PermanentStoreError as exc:  # never loops: its lease runs out, it is polled again
+            log.exception("store.set_aside_failed", provider=call.provider, call_id=call.call_id,
+                      error=str(exc))

@@ -13,7 +13,8 @@ from typing import Any
 from worker.config import Config
 from worker.events import call_data, rfc3339
 from worker.model import TrackedCall
-from worker.store.sqlite import SQLiteStore
+from worker.store.base import Store, StoreNotFoundError
+from worker.store.factory import open_configured
 
 
 def age(seconds: float) -> str:
@@ -52,10 +53,11 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
 async def show_status(config: Config, provider: str | None, call_id: str | None,
                       as_json: bool, limit: int) -> int:
     """Print the overview or one call's detail; exit code 0, or 1 for an unknown call."""
-    if not config.worker.database.exists():
-        print(f"no database at {config.worker.database} yet: nothing is tracked", file=sys.stderr)
+    try:
+        store = await open_configured(config, create=False)
+    except StoreNotFoundError as exc:
+        print(f"{exc}: nothing is tracked", file=sys.stderr)
         return 0 if provider is None else 1
-    store = await SQLiteStore.open(config.worker.database)
     try:
         if provider is not None and call_id is not None:
             return await _one(store, provider, call_id, as_json)
@@ -64,7 +66,7 @@ async def show_status(config: Config, provider: str | None, call_id: str | None,
         await store.close()
 
 
-async def _overview(store: SQLiteStore, as_json: bool, limit: int) -> int:
+async def _overview(store: Store, as_json: bool, limit: int) -> int:
     from worker.archive.report import overview_lines, state_json
     from worker.webhooks.commands import counts_json, counts_lines
 
@@ -104,7 +106,7 @@ async def _overview(store: SQLiteStore, as_json: bool, limit: int) -> int:
     return 0
 
 
-async def _one(store: SQLiteStore, provider: str, call_id: str, as_json: bool) -> int:
+async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
     from worker.archive.report import downloads_json, recording_lines
     from worker.webhooks.commands import delivery_json, delivery_rows
 

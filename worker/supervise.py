@@ -16,7 +16,7 @@ import anyio
 import structlog
 
 from worker.notify import Notifier
-from worker.store.base import Store
+from worker.store.base import CallStore
 
 log = structlog.get_logger("worker.supervise")
 
@@ -33,7 +33,7 @@ def stalled(components: Sequence[Any], now: float, stale_after: float) -> list[s
     return late
 
 
-async def status_line(store: Store, components: Sequence[Any]) -> str:
+async def status_line(store: CallStore, components: Sequence[Any]) -> str:
     """``tracking 1234 calls (12 live, ...), 3 polls in flight, 12 deliveries pending``."""
     counts = await store.counts()
     states: dict[str, int] = {}
@@ -48,7 +48,7 @@ async def status_line(store: Store, components: Sequence[Any]) -> str:
     return ", ".join(parts)
 
 
-async def supervise(notifier: Notifier, store: Store, components: Sequence[Any],
+async def supervise(notifier: Notifier, store: CallStore, components: Sequence[Any],
                     stopping: Callable[[], bool] = lambda: False) -> None:
     """Run until cancelled: ping the watchdog while healthy, refresh STATUS= every 5 s.
 

@@ -125,7 +125,7 @@ async def archive_rig(tmp_path: Path, *, archive: Mapping[str, object] | None = 
                                  extra=_archive_section(archive or {}))
         config = load(path, env)
         assert config.worker.archive_dir is not None
-        store = await SQLiteStore.open(config.worker.database)
+        store = await SQLiteStore.open(Path(config.worker.database))
         try:
             async with http_client(config) as client, anyio.create_task_group() as tg:
                 scheduler = Scheduler(store, lanes_for(config, client), idle_wait=0.1)

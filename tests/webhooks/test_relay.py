@@ -211,7 +211,7 @@ async def test_huge_reply_costs_neither_time_nor_memory(
 
 
 async def _replies(store: SQLiteStore) -> list[bytes]:
-    rows = await store._fetchall("SELECT reply FROM delivery_attempts")
+    rows = await store.db.fetchall("SELECT reply FROM delivery_attempts")
     return [bytes(r[0]) for r in rows]
 
 
@@ -227,7 +227,7 @@ async def test_reply_that_never_finishes_is_cut_at_the_timeout(
         await send(store, relay, "call_1")
         await wait_until(lambda: _stall_delivered(store, at(sim, "stall")), 3, "stall cut off")
         await sim.sink.wait_for(lambda r: len(to(r, "mute")) >= 2, timeout=5)
-    rows = await store._fetchall("SELECT status_code, latency, error FROM delivery_attempts")
+    rows = await store.db.fetchall("SELECT status_code, latency, error FROM delivery_attempts")
     assert all(latency < 1.5 for _, latency, _ in rows)
     assert (200, None) in {(status, error) for status, _, error in rows}
     assert (None, "no answer within 0.5 s") in {(status, error) for status, _, error in rows}

@@ -342,7 +342,7 @@ async def test_hot_path_never_scans_the_deliveries_table(store: Any,
     """Every statement of fan-out, claim and record is an index search (think 100k calls)."""
     sqlite_only(store)
     executed: list[str] = []
-    await store._conn.set_trace_callback(executed.append)
+    store.db.set_trace_callback(executed.append)
     routes = endpoints(tmp_path, hook(A), hook(B))
     for n in range(3):
         await emit(store, f"call_{n}")
@@ -351,7 +351,7 @@ async def test_hot_path_never_scans_the_deliveries_table(store: Any,
     for round_ in range(3):
         for n, item in enumerate(await claim(store, T0 + round_ * 10)):
             await record(store, item, decisions[n % 3], T0 + round_ * 10)
-    await store._conn.set_trace_callback(None)
+    store.db.set_trace_callback(None)
     scans = re.compile(r"^SCAN (deliveries|d|p|q)\b")
     checked = 0
     with sqlite3.connect(store.path) as conn:

@@ -17,25 +17,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from worker.config import Config
-from worker.model import TrackedCall
 from worker.scheduler import SchedulerStats
-from worker.store.base import Counts, NewCall, StoredEvent
-
-
-class ApiStore(Protocol):
-    """The store methods the API calls."""
-
-    async def track(self, call: NewCall, now: float) -> bool: ...
-
-    async def get_call(self, provider: str, call_id: str) -> TrackedCall | None: ...
-
-    async def call_events(self, provider: str, call_id: str) -> list[StoredEvent]: ...
-
-    async def counts(self) -> Counts: ...
-
-    async def make_due(self, provider: str, call_id: str, now: float) -> bool: ...
-
-    async def schema_version(self) -> int: ...
+from worker.store.base import Store as ApiStore
 
 
 class ApiScheduler(Protocol):

@@ -31,13 +31,14 @@ from anyio.abc import TaskGroup, TaskStatus
 from structlog.typing import FilteringBoundLogger
 
 from worker.archive.attempt import Attempt, Outcome, Pause, Retry, Tools
-from worker.archive.base import DownloadJob, DownloadStore
+from worker.archive.base import DownloadJob
 from worker.archive.disk import Disk, FileOps, describe
 from worker.config import Config
 from worker.config_sections import ArchiveConfig
 from worker.reconcile import Archived, ArchiveFailed
 from worker.scheduler import Lane, Scheduler
-from worker.store.downloads import DOWNLOAD_LEASE
+from worker.store.base import DownloadStore
+from worker.store.errors import PermanentStoreError
 from worker.store.retry import until_written
 
 log = structlog.get_logger("worker.archive")
@@ -216,7 +217,7 @@ class Archiver:
     async def _renew_leases(self) -> None:
         """Keep the leases of long downloads alive (another worker must not take them)."""
         while True:
-            await anyio.sleep(DOWNLOAD_LEASE / 3)
+            await anyio.sleep(self._store.lease_seconds / 3)
             if self.stats.in_flight:
                 try:
                     await self._store.extend_download_leases(self._clock())
@@ -240,7 +241,10 @@ class Archiver:
             except Exception as exc:
                 bound.exception("archive.crashed")
                 outcome = Retry(reason=f"internal error ({type(exc).__name__})")
-            await self._settle(job, outcome, lane, bound, time.monotonic() - started)
+            try:
+                await self._settle(job, outcome, lane, bound, time.monotonic() - started)
+            except PermanentStoreError as exc:
+                await self._refused(job, exc, bound)
         finally:
             self.stats.in_flight -= 1
             self._limiter.release_on_behalf_of(job.key)
@@ -293,6 +297,18 @@ class Archiver:
             listener()
 
     # ----------------------------------------------------------------------- pause
+
+    async def _refused(self, job: DownloadJob, error: PermanentStoreError,
+                       bound: FilteringBoundLogger) -> None:
+        """The database refuses this job's result for good: count a failed attempt (so its
+        attempts run out) instead of holding the job, or the archiver, forever."""
+        bound.error("archive.result_refused", error=str(error))
+        try:
+            await self._store_retry(lambda: self._store.record_download_failure(
+                job, reason=f"result cannot be stored: {error}"[:300],
+                retry_at=self._clock() + 300, counted=True))
+        except PermanentStoreError as exc:
+            bound.error("store.write_refused", what="download failure", error=str(exc))
 
     async def _pause(self, reason: str) -> None:
         if self.stats.paused is not None:

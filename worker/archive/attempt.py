@@ -36,7 +36,7 @@ import httpx
 from structlog.typing import FilteringBoundLogger
 
 from worker.archive import layout
-from worker.archive.base import DownloadJob, DownloadStore
+from worker.archive.base import DownloadJob
 from worker.archive.disk import Disk, PartialFile, describe, is_pause_error
 from worker.archive.download import (
     DownloadError,
@@ -52,6 +52,7 @@ from worker.config_sections import ArchiveConfig
 from worker.model import DownloadSource, NotFound, PollFailed
 from worker.providers.base import Provider
 from worker.reconcile import Archived, ArchiveFailed
+from worker.store.base import DownloadStore
 
 MAX_REFRESHES = 2
 ADOPT_REASON = "a complete file from an earlier attempt that stopped before its commit"

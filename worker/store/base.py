@@ -1,8 +1,25 @@
-"""The Store seam: what the rest of callwatch asks of its database, in domain words.
+"""The store contract: everything the rest of callwatch asks of its database, in domain words.
 
-SQL lives only behind this Protocol (``store/sqlite.py``), so a PostgreSQL store can fit the
-same methods later. Every write that changes a call's state writes its events in the same
-transaction: a crash leaves either both or neither.
+One contract, any backend. ``Store`` is the whole of it; it is split by consumer so each part
+of the daemon names only what it uses:
+
+- ``CallStore``: the scheduler, the API and ``track``/``status`` (calls and their outbox);
+- ``DeliveryStore``: the webhook relay and ``deliveries``/``replay``;
+- ``DownloadStore``: the archiver;
+- ``StoreLifecycle``: the daemon and the command line (recover, release, schema, health, close).
+
+A backend is opened only through ``worker.store.open_store`` (``store/factory.py``) and is
+connections, SQL text and row mapping: decisions both backends share are pure functions
+(``store/planning.py``, ``reconcile.py``). Rules every backend keeps, checked for each by the
+contract suite (``tests/store/``):
+
+- Every write that changes a call's state writes its events in the same transaction: a crash
+  leaves either both or neither; an event key is written at most once (exactly-once events).
+- Work is claimed with leases owned by ``owner``: another store object (another worker) never
+  claims what a live lease holds, and takes it over once the lease (``lease_seconds``) ran out.
+- Deliveries of one call to one endpoint are attempted in event order.
+- Driver errors leave a method only as ``StoreError`` subclasses (``store/errors.py``):
+  ``TransientStoreError`` (retry later) or ``PermanentStoreError`` (never retry as it is).
 """
 
 from __future__ import annotations
@@ -11,12 +28,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from worker.model import PollResult, TrackedCall
-from worker.reconcile import Decision
+from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
+from worker.model import DownloadSource, PollResult, TrackedCall
+from worker.reconcile import Archived, ArchiveFailed, Decision, Policy
+from worker.store.errors import (
+    PermanentStoreError,
+    StoreError,
+    StoreNotFoundError,
+    TransientStoreError,
+)
+from worker.webhooks.base import (
+    AttemptResult,
+    Claim,
+    DeliveryCounts,
+    DeliveryView,
+    ListFilter,
+    Replayed,
+    Router,
+)
 
-
-class StoreError(Exception):
-    """The database cannot be used (corrupt, locked for too long, disk full...)."""
+__all__ = ["PermanentStoreError", "StoreError", "StoreNotFoundError", "TransientStoreError"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -56,6 +87,7 @@ class Counts:
 
     calls_by_state: Mapping[tuple[str, str], int]  # (provider, state) -> n; state includes
     #                                                 terminal kinds "completed"/"tracking_failed"
+    #                                                 and "set_aside" (see CallStore.set_aside)
     events: int
     oldest_due_at: float | None
 
@@ -65,8 +97,21 @@ class Counts:
                    if state in ("pending", "live", "ended"))
 
 
-class Store(Protocol):
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StoreHealth:
+    """What ``StoreLifecycle.probe`` found: ``ok``, or the ``problem`` in one line."""
+
+    ok: bool
+    problem: str | None = None
+
+
+class CallStore(Protocol):
     """Domain-level persistence of tracked calls and their outbox."""
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim holds; holders renew well within it (``extend_call_leases``)."""
+        ...
 
     async def track(self, call: NewCall, now: float) -> bool:
         """Start tracking; False (and nothing changed) if the call is already tracked."""
@@ -103,8 +148,172 @@ class Store(Protocol):
 
     async def counts(self) -> Counts: ...
 
-    async def recover(self) -> int:
-        """At start: release leases held by workers that are gone; return how many."""
+    async def track_many(self, calls: Sequence[tuple[NewCall, float]]) -> int:
+        """Track many ``(call, now)`` in one transaction (a bulk import); how many were new."""
         ...
 
-    async def close(self) -> None: ...
+    async def extend_call_leases(self, now: float) -> int:
+        """Push back the lease of every call this store holds (polls and results not yet
+        committed), so ``lease_seconds`` can be short; return how many."""
+        ...
+
+    async def set_aside(self, provider: str, call_id: str, reason: str, now: float) -> bool:
+        """Stop polling a call whose results cannot be stored (``reason``), for good.
+
+        Durable: the call is never claimed again, ``counts`` reports it in the state
+        ``set_aside``, and it stays so after a restart. False if the call is not tracked.
+        """
+        ...
+
+
+class DeliveryStore(Protocol):
+    """Domain-level persistence of webhook deliveries (types: ``webhooks/base.py``).
+
+    Every method is one transaction, so a crash between any two of them loses nothing: at
+    worst an attempt is made again (delivery is at least once).
+    """
+
+    async def fan_out(self, route: Router, now: float, limit: int = 500) -> int:
+        """Turn up to ``limit`` outbox events after the cursor into deliveries and advance the
+        cursor, in one transaction; return how many events were read (0: caught up)."""
+        ...
+
+    async def claim_due_deliveries(self, now: float, *, free: Mapping[str, int],
+                                   default_free: int, limit: int,
+                                   lease_seconds: float) -> Claim:
+        """Lease due deliveries, earliest first, at most ``free[endpoint]`` (else
+        ``default_free``) per endpoint and ``limit`` in all, skipping any whose call has an
+        earlier delivery to the same endpoint still open."""
+        ...
+
+    async def record_attempts(self, results: Sequence[AttemptResult], now: float) -> None:
+        """Log the attempts and apply the decisions, in one transaction; release the leases."""
+        ...
+
+    async def recover_deliveries(self, now: float) -> int:
+        """At start: release leases held by relays that are gone; return how many."""
+        ...
+
+    async def release_deliveries(self, now: float) -> int:
+        """At a clean stop: hand back our leases, so the next start sends those at once."""
+        ...
+
+    async def replay(self, now: float, *, event_id: str | None = None, dead: bool = False,
+                     since: float | None = None, endpoint: str | None = None) -> Replayed:
+        """Queue deliveries again, from attempt 1: every delivered or dead delivery of
+        ``event_id``, or (``dead``) every dead or disabled one created since ``since``; only
+        to ``endpoint`` if given. A disabled endpoint that gets a replay is enabled again
+        (``replay EVENT_ID`` touches one only when ``endpoint`` names it)."""
+        ...
+
+    async def list_deliveries(self, *, only: ListFilter | None = None,
+                              endpoint: str | None = None,
+                              call: tuple[str, str] | None = None,
+                              limit: int = 50) -> list[DeliveryView]:
+        """Deliveries, newest first (in event order for one ``call``)."""
+        ...
+
+    async def delivery_counts(self) -> DeliveryCounts: ...
+
+
+class DownloadStore(Protocol):
+    """What the archiver asks of the database (types: ``archive/base.py``).
+
+    The download queue is not a table of its own: every ``available`` recording of a call
+    that is still tracked *is* a job, so a recording is fetched once however many snapshots
+    mention it, and a job cannot outlive or miss its recording.
+    """
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim holds; the archiver renews its leases well within it."""
+        ...
+
+    async def claim_due_downloads(self, providers: list[str], now: float,
+                                  limit: int) -> list[DownloadJob]:
+        """Lease up to ``limit`` due jobs, earliest link expiry first (unknown first)."""
+        ...
+
+    async def next_download_due_at(self, providers: list[str]) -> float | None:
+        """When the earliest unleased job falls due, None when there is none."""
+        ...
+
+    async def record_download_failure(self, job: DownloadJob, *, reason: str, retry_at: float,
+                                      counted: bool) -> None:
+        """Release the job until ``retry_at``; ``counted`` spends one of its attempts."""
+        ...
+
+    async def update_recording_link(self, job: DownloadJob, source: DownloadSource) -> None:
+        """Keep a fresh link (never its headers: they can hold our API key)."""
+        ...
+
+    async def apply_archive_result(self, job: DownloadJob, outcome: Archived | ArchiveFailed,
+                                   now: float, policy: Policy) -> bool:
+        """Settle the recording and write its events in one transaction (the decision is
+        ``planning.settle_archive``'s).
+
+        False, and nothing changed, while a poll holds the call: try again in a moment.
+        """
+        ...
+
+    async def extend_download_leases(self, now: float) -> int:
+        """Push back the lease of every job this process holds (long downloads)."""
+        ...
+
+    async def release_downloads(self) -> int:
+        """At stop: hand back jobs this process claimed but did not settle."""
+        ...
+
+    async def recover_downloads(self) -> int:
+        """At start: release jobs leased by processes that are gone; return how many."""
+        ...
+
+    async def set_archive_paused(self, reason: str | None, now: float) -> None:
+        """Record that archiving is paused (``reason``) or running again (None)."""
+        ...
+
+    async def archive_state(self) -> ArchiveState: ...
+
+    async def download_info(self, provider: str, call_id: str) -> dict[str, DownloadInfo]:
+        """Per recording id of the call: attempts and last error of pending downloads."""
+        ...
+
+
+class StoreLifecycle(Protocol):
+    """Opening is ``open_store``'s; the rest of a store's life is here."""
+
+    @property
+    def owner(self) -> str:
+        """``host:pid:nonce``: whose leases are whose (``planning.owner_is_dead``)."""
+        ...
+
+    @property
+    def location(self) -> str:
+        """Where the data lives, fit for logs (a path, or a URL without its password)."""
+        ...
+
+    async def recover(self) -> int:
+        """At start: release call leases held by workers that are gone; return how many."""
+        ...
+
+    async def release_leases(self) -> int:
+        """At a clean stop: hand back the calls this store claimed but did not finish."""
+        ...
+
+    async def schema_version(self) -> int: ...
+
+    async def integrity_check(self) -> str:
+        """A full check of the data: ``"ok"`` or what is wrong (``callwatch check``)."""
+        ...
+
+    async def probe(self) -> StoreHealth:
+        """Can this store still read and write the database it opened? Cheap: for health."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; never raises, safe to call twice."""
+        ...
+
+
+class Store(CallStore, DeliveryStore, DownloadStore, StoreLifecycle, Protocol):
+    """The whole contract: what ``open_store`` returns."""

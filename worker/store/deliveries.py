@@ -1,4 +1,7 @@
-"""The DeliveryStore seam (``webhooks/base.py``) over SQLite: a mixin of ``SQLiteStore``.
+"""The SQLite backend's ``DeliveryStore`` (``store/base.py``): a part ``SQLiteStore`` holds.
+
+It uses only the connector's public API (``sqlite_db.SQLiteDatabase``); the claim plan and a
+new delivery's state are ``store/planning.py``'s decisions, shared with every backend.
 
 One invariant makes both the ordering promise and the claim cheap: only the *head* of a
 (call, endpoint) chain, its open delivery with the lowest event seq, has a
@@ -15,16 +18,21 @@ the next start releases the dead relay's leases).
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiosqlite
 import structlog
 
 from worker.store import deliveries_sql as stmt
+from worker.store.planning import (
+    dead_owners,
+    new_delivery_state,
+    next_delivery_due,
+    plan_delivery_claim,
+)
+from worker.store.sqlite_db import SQLiteDatabase
 from worker.webhooks.base import (
     AttemptResult,
     Claim,
@@ -45,27 +53,22 @@ log = structlog.get_logger("worker.store")
 CURSOR = "deliveries"
 
 
-class DeliveryMixin:
+class SQLiteDeliveries:
     """Webhook deliveries in the same SQLite file (and transactions) as calls and events."""
 
-    owner: str
-
-    if TYPE_CHECKING:
-        def _write(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
-
-        async def _fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]: ...
-
-        async def _fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None: ...
+    def __init__(self, db: SQLiteDatabase, owner: str) -> None:
+        self._db = db
+        self.owner = owner
 
     # ----------------------------------------------------------------------- fan-out
 
     async def fan_out(self, route: Router, now: float, limit: int = 500) -> int:
-        behind = await self._fetchone(
+        behind = await self._db.fetchone(
             "SELECT (SELECT MAX(seq) FROM events) >"
             " COALESCE((SELECT seq FROM outbox_cursors WHERE name = ?), 0)", (CURSOR,))
         if behind is None or not behind[0]:
             return 0  # caught up: no write transaction at all
-        async with self._write() as db:
+        async with self._db.transaction() as db:
             found = list(await db.execute_fetchall(
                 "SELECT e.seq, e.call_pk, e.type, c.webhook_url FROM events e"
                 " JOIN calls c ON c.pk = e.call_pk WHERE e.seq > COALESCE("
@@ -96,13 +99,14 @@ class DeliveryMixin:
             return Claim(deliveries=[], next_due_at=None)
         # Read first, outside a transaction: an idle relay never takes the write lock. The
         # claim re-checks every condition, so a plan gone stale only claims less.
-        heads: dict[str, float | None] = {r[0]: r[1] for r in await self._fetchall(stmt.HEADS)}
-        plan = _plan(heads, now, free, default_free, limit)
+        heads: dict[str, float | None] = {r[0]: r[1] for r in await self._db.fetchall(stmt.HEADS)}
+        plan = plan_delivery_claim(heads, now, free, default_free, limit)
         if not plan:
-            return Claim(deliveries=[], next_due_at=_next_due(heads, free, default_free, {}))
+            return Claim(deliveries=[],
+                         next_due_at=next_delivery_due(heads, free, default_free, {}))
         claimed: list[ClaimedDelivery] = []
         taken: dict[str, int] = {}
-        async with self._write() as db:
+        async with self._db.transaction() as db:
             for url, room in plan:
                 rows = list(await db.execute_fetchall(
                     stmt.CLAIM, (self.owner, now + lease_seconds, url, now, room)))
@@ -111,25 +115,23 @@ class DeliveryMixin:
                 if taken[url] < room:  # no more due now: when is its next one?
                     found = list(await db.execute_fetchall(stmt.NEXT_DUE, (url,)))
                     heads[url] = found[0][0] if found else None
-        return Claim(deliveries=claimed, next_due_at=_next_due(heads, free, default_free, taken))
+        return Claim(deliveries=claimed,
+                     next_due_at=next_delivery_due(heads, free, default_free, taken))
 
     # ----------------------------------------------------------------------- results
 
     async def record_attempts(self, results: Sequence[AttemptResult], now: float) -> None:
         if not results:
             return
-        async with self._write() as db:
+        async with self._db.transaction() as db:
             await _apply(db, results, now)
 
     async def recover_deliveries(self, now: float) -> int:
-        from worker.store.sqlite import _owner_is_dead  # here: sqlite.py imports this module
-
-        host = socket.gethostname()
-        owners = await self._fetchall("SELECT DISTINCT lease_owner FROM deliveries "
-                                      "WHERE lease_owner IS NOT NULL")
-        dead = [r[0] for r in owners if r[0] != self.owner and _owner_is_dead(r[0], host)]
+        owners = await self._db.fetchall("SELECT DISTINCT lease_owner FROM deliveries "
+                                         "WHERE lease_owner IS NOT NULL")
+        dead = dead_owners([r[0] for r in owners], self.owner)
         released = 0
-        async with self._write() as db:
+        async with self._db.transaction() as db:
             for owner in dead:
                 released += await _release(db, now, owner)
             # Self-healing: any chain left without a head (nothing should do that) gets one.
@@ -139,7 +141,7 @@ class DeliveryMixin:
         return released
 
     async def release_deliveries(self, now: float) -> int:
-        async with self._write() as db:
+        async with self._db.transaction() as db:
             return await _release(db, now, self.owner)
 
     # ----------------------------------------------------------------------- operators
@@ -148,7 +150,7 @@ class DeliveryMixin:
                      since: float | None = None, endpoint: str | None = None) -> Replayed:
         where = "d.state IN ('dead', 'disabled')"
         params: list[Any] = [now]
-        async with self._write() as db:
+        async with self._db.transaction() as db:
             if event_id is not None:
                 event = list(await db.execute_fetchall("SELECT seq FROM events WHERE id = ?",
                                                        (event_id,)))
@@ -198,16 +200,17 @@ class DeliveryMixin:
             params += list(call)
             order = "d.event_seq, d.endpoint"
         where = f"WHERE {' AND '.join(terms)} " if terms else ""
-        rows = await self._fetchall(f"{stmt.VIEW}{where}ORDER BY {order} LIMIT ?", (*params, limit))
+        rows = await self._db.fetchall(f"{stmt.VIEW}{where}ORDER BY {order} LIMIT ?",
+                                       (*params, limit))
         return [_view(r) for r in rows]
 
     async def delivery_counts(self) -> DeliveryCounts:
-        open_rows = await self._fetchall(
+        open_rows = await self._db.fetchall(
             "SELECT state, COUNT(*), TOTAL(attempts > 0) FROM deliveries"
             " WHERE finished_at IS NULL GROUP BY state")
         by_state = {r[0]: (r[1], int(r[2])) for r in open_rows}
-        dead = await self._fetchone("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'")
-        disabled = await self._fetchall(
+        dead = await self._db.fetchone("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'")
+        disabled = await self._db.fetchall(
             "SELECT url, disabled_at, disabled_reason FROM endpoints ORDER BY url")
         pending, retrying = by_state.get(DeliveryState.PENDING, (0, 0))
         return DeliveryCounts(
@@ -291,37 +294,10 @@ async def _disable(db: aiosqlite.Connection, url: str, reason: str, now: float) 
 
 def _delivery_row(event: sqlite3.Row, target: Route, disabled: set[str],
                   now: float) -> tuple[Any, ...]:
-    if target.dead_reason is not None:
-        state = DeliveryState.DEAD
-    elif target.endpoint in disabled:
-        state = DeliveryState.DISABLED
-    else:
-        state = DeliveryState.PENDING
+    state = new_delivery_state(target, disabled)
     finished = now if state == DeliveryState.DEAD else None
     return (event["seq"], event["call_pk"], target.endpoint, str(state), target.dead_reason,
             now, now, finished)
-
-
-def _plan(heads: Mapping[str, float | None], now: float, free: Mapping[str, int],
-          default_free: int, limit: int) -> list[tuple[str, int]]:
-    """How many to try to claim from each endpoint with due work: earliest due first."""
-    plan = []
-    for url, due in sorted(heads.items(), key=lambda h: h[1] or 0.0):
-        room = min(free.get(url, default_free), limit)
-        if due is not None and due <= now and room > 0:
-            plan.append((url, room))
-            limit -= room
-        if limit <= 0:
-            break
-    return plan
-
-
-def _next_due(heads: Mapping[str, float | None], free: Mapping[str, int], default_free: int,
-              taken: Mapping[str, int]) -> float | None:
-    """The earliest due time among endpoints that still have a free slot."""
-    times = [due for url, due in heads.items()
-             if due is not None and free.get(url, default_free) - taken.get(url, 0) > 0]
-    return min(times, default=None)
 
 
 def _claimed(row: sqlite3.Row) -> ClaimedDelivery:

@@ -1,33 +1,30 @@
-"""The DownloadStore seam (``archive/base.py``) over SQLite: a mixin of ``SQLiteStore``.
+"""The SQLite backend's ``DownloadStore`` (``store/base.py``): a part ``SQLiteStore`` holds.
 
 The queue is the ``recordings`` table (migration 0003): a job is an ``available`` recording
 of a call that is still tracked, claimed earliest link expiry first through a partial index
 that holds only such rows. A claim is a lease, as for calls: a crashed daemon's jobs come
 back when its leases run out, or at once when the next start sees its process is gone.
 
-Settling a recording goes through ``reconcile.on_archive`` inside one transaction with the
+Settling a recording goes through ``planning.settle_archive`` inside one transaction with the
 call's new state and events. A call a poll has leased is left alone (``False``): the poll
 will write the call back from what it read, and must not overwrite a fresh archive result.
 """
 
 from __future__ import annotations
 
-import socket
+import json
 import sqlite3
-from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
 
-import aiosqlite
 import structlog
 
 from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
 from worker.model import DownloadSource
-from worker.reconcile import Archived, ArchiveFailed, Policy, on_archive
-from worker.store import rows
+from worker.reconcile import Archived, ArchiveFailed, Policy
+from worker.store import jobs, rows
+from worker.store.planning import dead_owners, poll_holds, settle_archive
+from worker.store.sqlite_db import SQLiteDatabase
 
 log = structlog.get_logger("worker.store")
-
-DOWNLOAD_LEASE = 300.0  # renewed while the download runs (see extend_download_leases)
 
 _JOB_COLUMNS = (
     "r.call_pk, r.recording_id, c.provider, c.call_id, r.url, r.url_expires_at, "
@@ -41,29 +38,20 @@ def _marks(items: list[str]) -> str:
     return ",".join("?" * len(items))
 
 
-class DownloadMixin:
+class SQLiteDownloads:
     """The archiver's queue in the same SQLite file (and transactions) as calls and events."""
 
-    owner: str
-
-    if TYPE_CHECKING:
-        def _write(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
-
-        async def _fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]: ...
-
-        async def _fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None: ...
-
-        async def _recordings_of(self, db: aiosqlite.Connection,
-                                 pks: list[int]) -> dict[int, list[Any]]: ...
-
-        async def _apply_writes(self, writes: rows.Writes) -> None: ...
+    def __init__(self, db: SQLiteDatabase, owner: str, lease_seconds: float) -> None:
+        self._db = db
+        self.owner = owner
+        self.lease_seconds = lease_seconds
 
     async def claim_due_downloads(self, providers: list[str], now: float,
                                   limit: int) -> list[DownloadJob]:
         if limit <= 0 or not providers:
             return []
         pending = _PENDING.format(providers=_marks(providers))
-        async with self._write() as db:
+        async with self._db.transaction() as db:
             found = list(await db.execute_fetchall(
                 f"SELECT {_JOB_COLUMNS} FROM recordings r JOIN calls c ON c.pk = r.call_pk "
                 f"WHERE {pending} AND r.download_next_at <= ? AND {_FREE} "
@@ -72,7 +60,7 @@ class DownloadMixin:
             await db.executemany(
                 "UPDATE recordings SET download_lease_owner = ?, download_lease_until = ? "
                 "WHERE call_pk = ? AND recording_id = ?",
-                [(self.owner, now + DOWNLOAD_LEASE, r["call_pk"], r["recording_id"])
+                [(self.owner, now + self.lease_seconds, r["call_pk"], r["recording_id"])
                  for r in found])
         return [_job(r) for r in found]
 
@@ -80,14 +68,14 @@ class DownloadMixin:
         if not providers:
             return None
         pending = _PENDING.format(providers=_marks(providers))
-        row = await self._fetchone(
+        row = await self._db.fetchone(
             f"SELECT MIN(r.download_next_at) FROM recordings r JOIN calls c ON c.pk = r.call_pk "
             f"WHERE {pending} AND r.download_lease_until IS NULL", tuple(providers))
         return float(row[0]) if row and row[0] is not None else None
 
     async def record_download_failure(self, job: DownloadJob, *, reason: str, retry_at: float,
                                       counted: bool) -> None:
-        async with self._write() as db:
+        async with self._db.transaction() as db:
             await db.execute(
                 "UPDATE recordings SET download_attempts = download_attempts + ?, "
                 "download_next_at = ?, download_error = ?, download_lease_owner = NULL, "
@@ -95,7 +83,7 @@ class DownloadMixin:
                 (int(counted), retry_at, reason, job.call_pk, job.recording_id))
 
     async def update_recording_link(self, job: DownloadJob, source: DownloadSource) -> None:
-        async with self._write() as db:
+        async with self._db.transaction() as db:
             await db.execute(
                 "UPDATE recordings SET url = ?, url_expires_at = ?, "
                 "content_type = COALESCE(?, content_type), size = COALESCE(?, size) "
@@ -105,19 +93,21 @@ class DownloadMixin:
 
     async def apply_archive_result(self, job: DownloadJob, outcome: Archived | ArchiveFailed,
                                    now: float, policy: Policy) -> bool:
-        async with self._write() as db:
+        async with self._db.transaction() as db:
             found = list(await db.execute_fetchall(
                 f"SELECT {rows.CALL_COLUMNS}, lease_until FROM calls WHERE pk = ?",
                 (job.call_pk,)))
-            if found and found[0]["lease_until"] is not None and found[0]["lease_until"] >= now:
+            if found and poll_holds(found[0]["lease_until"], now):
                 return False
             if found:
-                recordings = await self._recordings_of(db, [job.call_pk])
+                recordings = rows.recordings_by_call(await db.execute_fetchall(
+                    jobs.RECORDINGS_OF, (json.dumps([job.call_pk]),)))
                 call = rows.call_from_row(found[0], recordings.get(job.call_pk, ()))
-                decision = on_archive(call, job.recording_id, outcome, now, policy)
-                if decision.events:
-                    await self._apply_writes(rows.decision_writes(
-                        [(decision.call, decision.events, None)], now))
+                decision = settle_archive(call, job.recording_id, outcome, now, policy)
+                if decision is not None:
+                    writes = rows.decision_writes([(decision.call, decision.events, None)], now)
+                    await self._db.job_in_transaction(jobs.write_decisions, writes,
+                                                      rows.call_updates(writes.calls))
             reason = outcome.reason if isinstance(outcome, ArchiveFailed) else None
             await db.execute(
                 "UPDATE recordings SET download_lease_owner = NULL, download_lease_until = NULL, "
@@ -126,30 +116,27 @@ class DownloadMixin:
         return True
 
     async def extend_download_leases(self, now: float) -> int:
-        async with self._write() as db:
+        async with self._db.transaction() as db:
             cursor = await db.execute(
                 "UPDATE recordings SET download_lease_until = ? "
                 "WHERE status = 'available' AND download_lease_owner = ?",
-                (now + DOWNLOAD_LEASE, self.owner))
+                (now + self.lease_seconds, self.owner))
             return cursor.rowcount
 
     async def release_downloads(self) -> int:
-        async with self._write() as db:
+        async with self._db.transaction() as db:
             cursor = await db.execute(
                 "UPDATE recordings SET download_lease_owner = NULL, download_lease_until = NULL "
                 "WHERE status = 'available' AND download_lease_owner = ?", (self.owner,))
             return cursor.rowcount
 
     async def recover_downloads(self) -> int:
-        from worker.store.sqlite import _owner_is_dead  # here: sqlite.py imports this module
-
-        host = socket.gethostname()
-        owners = await self._fetchall("SELECT DISTINCT download_lease_owner FROM recordings "
-                                      "WHERE download_lease_owner IS NOT NULL")
-        dead = [r[0] for r in owners if r[0] != self.owner and _owner_is_dead(r[0], host)]
+        owners = await self._db.fetchall("SELECT DISTINCT download_lease_owner FROM recordings "
+                                         "WHERE download_lease_owner IS NOT NULL")
+        dead = dead_owners([r[0] for r in owners], self.owner)
         released = 0
         if dead:
-            async with self._write() as db:
+            async with self._db.transaction() as db:
                 for owner in dead:
                     cursor = await db.execute(
                         "UPDATE recordings SET download_lease_owner = NULL, "
@@ -160,7 +147,7 @@ class DownloadMixin:
         return released
 
     async def set_archive_paused(self, reason: str | None, now: float) -> None:
-        async with self._write() as db:
+        async with self._db.transaction() as db:
             await db.execute(
                 "INSERT INTO archive_state (id, paused_reason, paused_since, updated_at) "
                 "VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
@@ -170,9 +157,9 @@ class DownloadMixin:
                 (reason, now if reason is not None else None, now))
 
     async def archive_state(self) -> ArchiveState:
-        state = await self._fetchone("SELECT paused_reason, paused_since FROM archive_state "
+        state = await self._db.fetchone("SELECT paused_reason, paused_since FROM archive_state "
                                      "WHERE id = 1")
-        pending = await self._fetchone(
+        pending = await self._db.fetchone(
             "SELECT COUNT(*) FROM recordings r JOIN calls c ON c.pk = r.call_pk "
             "WHERE r.status = 'available' AND c.terminal IS NULL")
         return ArchiveState(paused_reason=state[0] if state else None,
@@ -180,7 +167,7 @@ class DownloadMixin:
                             pending=int(pending[0]) if pending else 0)
 
     async def download_info(self, provider: str, call_id: str) -> dict[str, DownloadInfo]:
-        found = await self._fetchall(
+        found = await self._db.fetchall(
             "SELECT r.recording_id, r.download_attempts, r.download_error, r.download_next_at, "
             "r.download_lease_until, r.status FROM recordings r JOIN calls c "
             "ON c.pk = r.call_pk WHERE c.provider = ? AND c.call_id = ?", (provider, call_id))

@@ -10,7 +10,7 @@ parses the row here, so the event loop gets Python lists), and a transaction goe
 thread as one job instead of one round trip per statement.
 
 Everything here is plain ``sqlite3`` code, called with the connection on its own thread
-(``SQLiteStore._job``); nothing here awaits.
+(``SQLiteDatabase.job``); nothing here awaits.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
+from worker.model import TrackedCall
 from worker.store import rows
 
 T = TypeVar("T")
@@ -125,3 +126,15 @@ def write_decisions(db: sqlite3.Connection, writes: rows.Writes,
     if writes.events:
         # A key already in the outbox means this event was emitted before: keep the first.
         db.executemany(rows.EVENT_INSERT, writes.events)
+
+
+def calls_with_recordings(db: sqlite3.Connection, where: str,
+                          params: Sequence[Any]) -> list[TrackedCall]:
+    """The calls ``SELECT ... FROM calls {where}`` finds, each with its recordings, as one
+    job (two statements): ``get_call`` and ``list_calls``."""
+    found = db.execute(f"SELECT {rows.CALL_COLUMNS} FROM calls {where}", params).fetchall()
+    if not found:
+        return []
+    pks = [row[0] for row in found]
+    recordings = rows.recordings_by_call(db.execute(RECORDINGS_OF, (json.dumps(pks),)).fetchall())
+    return [rows.call_from_row(row, recordings.get(row[0], ())) for row in found]

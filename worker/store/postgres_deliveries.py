@@ -12,14 +12,20 @@ link holds ``CHAINS_LOCK``, so a fan-out never misses a head finished meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import asyncpg
 import structlog
 
 from worker.store import postgres_sql as sql
-from worker.store.deliveries import CURSOR, _delivery_row, _next_due, _params, _plan
+from worker.store.deliveries import CURSOR
+from worker.store.planning import (
+    new_delivery_state,
+    next_delivery_due,
+    plan_delivery_claim,
+)
+from worker.store.postgres_db import Connections
 from worker.webhooks.base import (
     AttemptResult,
     Claim,
@@ -30,12 +36,10 @@ from worker.webhooks.base import (
     DisabledEndpoint,
     ListFilter,
     Replayed,
+    Route,
     Router,
 )
 from worker.webhooks.policy import Dead, Delivered, Disabled, Retry
-
-if TYPE_CHECKING:
-    from worker.store.postgres import Connections
 
 log = structlog.get_logger("worker.store")
 
@@ -85,11 +89,10 @@ _VIEW = (
 class PostgresDeliveries:
     """Webhook deliveries in the same database (and transactions) as calls and events."""
 
-    db: Connections
-    owner: str
-
-    if TYPE_CHECKING:
-        def start_heartbeat(self) -> None: ...
+    def __init__(self, db: Connections, owner: str, on_claim: Callable[[], None]) -> None:
+        self.db = db
+        self.owner = owner
+        self.on_claim = on_claim  # the store's heartbeat renews what a claim leases
 
     async def fan_out(self, route: Router, now: float, limit: int = 500) -> int:
         async with self.db.connection() as conn:
@@ -125,10 +128,10 @@ class PostgresDeliveries:
                                    lease_seconds: float) -> Claim:
         if limit <= 0:
             return Claim(deliveries=[], next_due_at=None)
-        self.start_heartbeat()
+        self.on_claim()
         async with self.db.connection() as conn:
             heads: dict[str, float | None] = {r[0]: r[1] for r in await conn.fetch(_HEADS)}
-            plan = _plan(heads, now, free, default_free, limit)
+            plan = plan_delivery_claim(heads, now, free, default_free, limit)
             claimed: list[ClaimedDelivery] = []
             taken: dict[str, int] = {}
             for url, room in plan:
@@ -137,7 +140,8 @@ class PostgresDeliveries:
                 taken[url] = len(got)
                 if taken[url] < room:
                     heads[url] = await conn.fetchval(_NEXT_DUE, url)
-        return Claim(deliveries=claimed, next_due_at=_next_due(heads, free, default_free, taken))
+        return Claim(deliveries=claimed,
+                     next_due_at=next_delivery_due(heads, free, default_free, taken))
 
     async def record_attempts(self, results: Sequence[AttemptResult], now: float) -> None:
         if not results:
@@ -290,11 +294,26 @@ async def _disable(conn: asyncpg.Connection, url: str, reason: str, now: float) 
 
 
 def _positional(result: AttemptResult, now: float, fifth: str) -> tuple[Any, ...]:
-    """The SQLite store's named parameters in ``_SETTLE`` order; ``fifth``: the new state
-    (``_FINISH``) or the retry time (``_RETRY``)."""
-    named = _params(result, now)
-    return (named["made"], named["now"], named["status"], named["reason"], named[fifth],
-            named["pk"])
+    """``_SETTLE``'s parameters, then ``fifth``: the new state (``_FINISH``) or the retry
+    time (``_RETRY``), then the delivery."""
+    decision = result.decision
+    values = {
+        "state": str(DeliveryState.DELIVERED if isinstance(decision, Delivered)
+                     else DeliveryState.DEAD),
+        "at": decision.at if isinstance(decision, Retry) else None,
+    }
+    return (int(result.attempt is not None), now,
+            result.attempt.status if result.attempt else None,
+            None if isinstance(decision, Delivered) else decision.reason, values[fifth],
+            result.delivery.pk)
+
+
+def _delivery_row(event: asyncpg.Record, target: Route, disabled: set[str],
+                  now: float) -> tuple[Any, ...]:
+    state = new_delivery_state(target, disabled)
+    finished = now if state == DeliveryState.DEAD else None
+    return (event["seq"], event["call_pk"], target.endpoint, str(state), target.dead_reason,
+            now, now, finished)
 
 
 def _claimed(row: asyncpg.Record) -> ClaimedDelivery:

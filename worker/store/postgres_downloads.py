@@ -9,20 +9,18 @@ download is never taken over by a second worker, and a dead worker's job is free
 
 from __future__ import annotations
 
-import socket
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import asyncpg
 import structlog
 
 from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
 from worker.model import DownloadSource
-from worker.reconcile import Archived, ArchiveFailed, Policy, on_archive
+from worker.reconcile import Archived, ArchiveFailed, Policy
 from worker.store import postgres_sql as sql
 from worker.store import rows
-
-if TYPE_CHECKING:
-    from worker.store.postgres import Connections
+from worker.store.planning import dead_owners, poll_holds, settle_archive
+from worker.store.postgres_db import Connections, write_decisions
 
 log = structlog.get_logger("worker.store")
 
@@ -43,20 +41,18 @@ _CLAIM = (
 class PostgresDownloads:
     """The archiver's queue in the same database (and transactions) as calls and events."""
 
-    db: Connections
-    owner: str
-    lease_seconds: float
-
-    if TYPE_CHECKING:
-        def start_heartbeat(self) -> None: ...
-
-        async def _write(self, conn: asyncpg.Connection, writes: rows.Writes) -> None: ...
+    def __init__(self, db: Connections, owner: str, lease_seconds: float,
+                 on_claim: Callable[[], None]) -> None:
+        self.db = db
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.on_claim = on_claim  # the store's heartbeat renews what a claim leases
 
     async def claim_due_downloads(self, providers: list[str], now: float,
                                   limit: int) -> list[DownloadJob]:
         if limit <= 0 or not providers:
             return []
-        self.start_heartbeat()
+        self.on_claim()
         async with self.db.connection() as conn:
             found = await conn.fetch(_CLAIM, providers, now, limit, self.owner,
                                      now + self.lease_seconds)
@@ -98,17 +94,16 @@ class PostgresDownloads:
             found = await conn.fetchrow(
                 f"SELECT {rows.CALL_COLUMNS}, lease_until FROM calls WHERE pk = $1 FOR UPDATE",
                 job.call_pk)
-            if found is not None and found["lease_until"] is not None \
-                    and found["lease_until"] >= now:
+            if found is not None and poll_holds(found["lease_until"], now):
                 return False  # a poll holds the call: it writes the call back itself
             if found is not None:
                 recordings = rows.recordings_by_call(
                     await conn.fetch(sql.RECORDINGS_OF, [job.call_pk]))
                 call = rows.call_from_row(found, recordings.get(job.call_pk, ()))
-                decision = on_archive(call, job.recording_id, outcome, now, policy)
-                if decision.events:
-                    await self._write(conn, rows.decision_writes(
-                        [(decision.call, decision.events, None)], now))
+                decision = settle_archive(call, job.recording_id, outcome, now, policy)
+                if decision is not None:
+                    await write_decisions(conn, rows.decision_writes(
+                        [(decision.call, decision.events, None)], now), self.owner)
             reason = outcome.reason if isinstance(outcome, ArchiveFailed) else None
             await conn.execute(
                 "UPDATE recordings SET download_lease_owner = NULL, download_lease_until = NULL, "
@@ -133,14 +128,11 @@ class PostgresDownloads:
         return int(status.split()[-1])
 
     async def recover_downloads(self) -> int:
-        from worker.store.sqlite import _owner_is_dead
-
-        host = socket.gethostname()
         async with self.db.connection() as conn:
             owners = [r[0] for r in await conn.fetch(
                 "SELECT DISTINCT download_lease_owner FROM recordings "
                 "WHERE download_lease_owner IS NOT NULL")]
-            dead = [o for o in owners if o != self.owner and _owner_is_dead(o, host)]
+            dead = dead_owners(owners, self.owner)
             if not dead:
                 return 0
             status = await conn.execute(

@@ -72,18 +72,29 @@ def call_from_row(row: Sequence[Any], recordings: Iterable[RecordingState] = ()
     )
 
 
-def calls_from_values(claimed: Iterable[list[Any]], recording_rows: Iterable[sqlite3.Row]
+def calls_from_values(claimed: Iterable[list[Any]], recording_rows: Iterable[sqlite3.Row],
+                      unreadable: list[tuple[str, str, str]] | None = None
                       ) -> list[TrackedCall]:
     """The calls of a claim (``store/jobs.py``), earliest due first: rows of ``CALL_COLUMNS``
     values, each REAL as quote()d text, each row ending with whether the call has
-    recordings; and the recordings of those that have some."""
+    recordings; and the recordings of those that have some.
+
+    A row that cannot be turned into a call (metadata nested past what the decoder reads)
+    is left out and, if ``unreadable`` is given, reported there as (provider, call id, why):
+    one bad row must not fail the claim of every other call.
+    """
     recordings = recordings_by_call(recording_rows)
     calls = []
     for values in claimed:
         for i in REAL_CALL_POSITIONS:
             value = values[i]
             values[i] = None if value == "NULL" else float(value)
-        calls.append(call_from_row(values, recordings.get(values[0], ())))
+        try:
+            calls.append(call_from_row(values, recordings.get(values[0], ())))
+        except (ValueError, TypeError, RecursionError) as exc:
+            if unreadable is None:
+                raise
+            unreadable.append((values[1], values[2], repr(exc)[:200]))
     calls.sort(key=lambda c: c.next_poll_at)
     return calls
 

@@ -1,143 +1,89 @@
-"""The SQLite implementation of the Store Protocol (aiosqlite, one connection per process).
+"""The SQLite backend of the store contract (``store/base.py``): calls, outbox, life cycle.
 
-Why it is safe to share one file between the daemon and ``callwatch track`` in another
-process: WAL lets readers run beside the writer, every write is a short ``BEGIN IMMEDIATE``
-transaction (so two writers queue on the busy timeout instead of failing half-way), and
-``synchronous=NORMAL`` in WAL mode never corrupts the file, losing at most the last commits
-on power loss, never on a process crash.
+Composition, not inheritance: ``SQLiteStore`` holds one ``SQLiteDatabase`` (the connector,
+``sqlite_db.py``) and hands it to its delivery and download parts (``deliveries.py``,
+``downloads.py``), each of which uses only the connector's public API. The methods of those
+parts are forwarded below, so the store is one object with the whole ``Store`` contract.
 
-Inside one process all statements go through one aiosqlite connection; an anyio lock keeps
-one task's transaction from interleaving with another's statements.
+Open it only through ``worker.store.open_store``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sqlite3
-import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
-from importlib import resources
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any
 
 import aiosqlite
 import anyio
 import structlog
 
-from worker.model import RecordingState, TrackedCall
+from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
+from worker.model import DownloadSource, TrackedCall
+from worker.reconcile import Archived, ArchiveFailed, Policy
 from worker.store import jobs, rows
-from worker.store.base import Counts, NewCall, PollApplied, StoredEvent, StoreError
-from worker.store.deliveries import DeliveryMixin
-from worker.store.downloads import DownloadMixin
+from worker.store.base import Counts, NewCall, PollApplied, StoredEvent, StoreHealth
+from worker.store.deliveries import SQLiteDeliveries
+from worker.store.downloads import SQLiteDownloads
+from worker.store.errors import PermanentStoreError, StoreError
+from worker.store.planning import dead_owners, owner_is_dead, worker_identity
+from worker.store.sqlite_db import BUSY_TIMEOUT_MS, SCHEMA_VERSION, SQLiteDatabase, migrations
+from worker.webhooks.base import (
+    AttemptResult,
+    Claim,
+    DeliveryCounts,
+    DeliveryView,
+    ListFilter,
+    Replayed,
+    Router,
+)
+
+__all__ = ["BUSY_TIMEOUT_MS", "LEASE_SECONDS", "SCHEMA_VERSION", "SQLiteStore", "StoreError",
+           "migrations", "owner_is_dead"]
+_owner_is_dead = owner_is_dead  # the name older tests use
 
 log = structlog.get_logger("worker.store")
 
-LEASE_SECONDS = 120.0
-BUSY_TIMEOUT_MS = 10_000
-T = TypeVar("T")
-P = ParamSpec("P")
+LEASE_SECONDS = 30.0  # the default of [worker] lease_seconds
 
 
-def migrations() -> list[tuple[int, str, str]]:
-    """The numbered ``migrations/NNNN_name.sql`` files, in order."""
-    found = []
-    for entry in resources.files("worker.store").joinpath("migrations").iterdir():
-        name = entry.name
-        if name.endswith(".sql"):
-            found.append((int(name.split("_", 1)[0]), name, entry.read_text(encoding="utf-8")))
-    return sorted(found)
+class SQLiteStore:
+    """The ``Store`` contract over one SQLite file."""
 
-
-SCHEMA_VERSION = max(number for number, _, _ in migrations())
-
-
-def worker_identity() -> str:
-    """``host:pid:nonce`` - lets a restarted daemon see which leases belonged to the dead."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-class SQLiteStore(DeliveryMixin, DownloadMixin):
-    """Store Protocol (and DeliveryStore, see ``store/deliveries.py``) over one SQLite file."""
-
-    def __init__(self, conn: aiosqlite.Connection, path: Path, owner: str) -> None:
-        self._conn = conn
-        self.path = path
-        self.owner = owner
-        self._lock = anyio.Lock()
+    def __init__(self, db: SQLiteDatabase, owner: str, lease_seconds: float) -> None:
+        self.db = db
+        self.path = db.path
+        self._owner = owner
+        self._lease_seconds = lease_seconds
         self._reader: aiosqlite.Connection | None = None  # see _read_connection
         self._reader_lock = anyio.Lock()
+        self.deliveries = SQLiteDeliveries(db, owner)
+        self.downloads = SQLiteDownloads(db, owner, lease_seconds)
 
     @classmethod
-    async def open(cls, path: Path, owner: str | None = None) -> SQLiteStore:
-        """Open (creating if needed) and migrate the database at ``path``."""
-        if path.is_dir():  # noqa: ASYNC240 - one stat at start-up
-            raise StoreError(f"cannot open database {path}: it is a directory")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(path, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            # aiosqlite stops its worker thread on a failed connect; give it a moment to report
-            # back while our event loop still runs, or it prints a traceback at exit.
-            await anyio.sleep(0.05)
-            raise StoreError(f"cannot open database {path}: {exc}") from exc
-        conn.row_factory = sqlite3.Row
-        store = cls(conn, path, owner or worker_identity())
-        try:
-            await store._setup()
-        except BaseException as exc:
-            await conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"cannot use database {path}: {exc}") from exc
-            raise
-        return store
+    async def open(cls, path: Path, owner: str | None = None, *,
+                   lease_seconds: float = LEASE_SECONDS) -> SQLiteStore:
+        """Open (creating if needed), check and migrate the database at ``path``."""
+        db = await SQLiteDatabase.open(path)
+        return cls(db, owner or worker_identity(), lease_seconds)
 
-    async def _setup(self) -> None:
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_TIMEOUT_MS}",
-                       "foreign_keys=ON", "cache_size=-16000"):
-            await self._conn.execute(f"PRAGMA {pragma}")
-        async with self._write() as db:
-            version = (await (await db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"database {self.path} has schema {version}, newer than this "
-                                 f"callwatch ({SCHEMA_VERSION}): upgrade callwatch")
-            for number, name, sql in migrations():
-                if number > version:
-                    log.info("store.migrating", migration=name)
-                    for statement in _statements(sql):
-                        await db.execute(statement)
-                    await db.execute(f"PRAGMA user_version={number}")
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._lease_seconds
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     async def schema_version(self) -> int:
-        row = await self._fetchone("PRAGMA user_version")
+        row = await self.db.fetchone("PRAGMA user_version")
         return int(row[0]) if row else 0
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction; rolled back on any error."""
-        async with self._lock:
-            # Shielded: a cancellation landing while BEGIN runs in the database thread would
-            # otherwise leave a transaction open that nobody rolls back.
-            with anyio.CancelScope(shield=True):
-                await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await self._conn.execute("ROLLBACK")
-                raise
-            with anyio.CancelScope(shield=True):
-                await self._conn.execute("COMMIT")
-
-    async def _fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
-        async with self._lock:
-            return list(await self._conn.execute_fetchall(sql, params))
-
-    async def _fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
-        found = await self._fetchall(sql, params)
-        return found[0] if found else None
 
     # ----------------------------------------------------------------------- calls
 
@@ -146,7 +92,7 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
               "ON CONFLICT (provider, call_id) DO NOTHING")
 
     async def track(self, call: NewCall, now: float) -> bool:
-        async with self._write() as db:
+        async with self.db.transaction() as db:
             cursor = await db.execute(self._TRACK, _track_params(call, now))
             return cursor.rowcount == 1
 
@@ -159,10 +105,26 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
         """
         if not calls:
             return 0
-        async with self._write() as db:
+        async with self.db.transaction() as db:
             cursor = await db.executemany(self._TRACK,
                                           [_track_params(call, now) for call, now in calls])
             return cursor.rowcount
+
+    async def extend_call_leases(self, now: float) -> int:
+        async with self.db.transaction() as db:
+            cursor = await db.execute(
+                "UPDATE calls SET lease_until = ? "
+                "WHERE lease_owner = ? AND lease_until IS NOT NULL",
+                (now + self._lease_seconds, self.owner))
+            return cursor.rowcount
+
+    async def set_aside(self, provider: str, call_id: str, reason: str, now: float) -> bool:
+        async with self.db.transaction() as db:
+            cursor = await db.execute(
+                "UPDATE calls SET set_aside_reason = ?, set_aside_at = ?, next_poll_at = NULL, "
+                "lease_owner = NULL, lease_until = NULL WHERE provider = ? AND call_id = ?",
+                (reason[:500], now, provider, call_id))
+            return cursor.rowcount == 1
 
     async def claim_due_calls(self, provider: str, now: float, limit: int) -> list[TrackedCall]:
         if limit <= 0:
@@ -170,58 +132,44 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
         # One job on the database thread, one aggregated row however many calls are due
         # (see store/jobs.py): RETURNING the leased rows cost one GIL retake per row, which
         # made claims the pipeline's bottleneck under load.
-        claimed, recordings = await self._job(
-            jobs.claim_due, provider, now=now, owner=self.owner, until=now + LEASE_SECONDS,
+        claimed, recordings = await self.db.job(
+            jobs.claim_due, provider, now=now, owner=self.owner, until=now + self._lease_seconds,
             limit=limit)
-        return rows.calls_from_values(claimed, recordings)
-
-    async def _job(self, work: Callable[Concatenate[sqlite3.Connection, P], T],
-                   *args: P.args, **kwargs: P.kwargs) -> T:
-        """``work(connection, ...)`` on the database thread as one job, under the lock."""
-        async with self._lock:
-            return await self._unlocked_job(work, *args, **kwargs)
-
-    async def _unlocked_job(self, work: Callable[Concatenate[sqlite3.Connection, P], T],
-                            *args: P.args, **kwargs: P.kwargs) -> T:
-        """``_job`` for a caller that holds the lock already.
-
-        aiosqlite has no public way to run a function on its thread; ``_execute`` is what
-        every one of its own methods uses (the version is pinned in requirements/, and every
-        caller here is covered by tests).
-        """
-        return cast(T, await self._conn._execute(  # type: ignore[no-untyped-call]
-            work, self._conn._conn, *args, **kwargs))
-
-    async def _recordings_of(self, db: aiosqlite.Connection,
-                             pks: Sequence[int]) -> dict[int, list[RecordingState]]:
-        return rows.recordings_by_call(
-            await db.execute_fetchall(jobs.RECORDINGS_OF, (json.dumps(list(pks)),)))
+        unreadable: list[tuple[str, str, str]] = []
+        calls = rows.calls_from_values(claimed, recordings, unreadable)
+        for bad_provider, call_id, why in unreadable:
+            log.error("store.call_set_aside", provider=bad_provider, call_id=call_id, error=why,
+                      hint="the call cannot be read back; it is no longer polled")
+            await self.set_aside(bad_provider, call_id, f"cannot read the call: {why}", now)
+        return calls
 
     async def apply_poll_results(self, items: Sequence[PollApplied], now: float) -> None:
         if not items:
             return
         # Every parameter (event ids and bodies included) is built before the write lock is
         # taken: the transaction then holds the database only for the statements themselves.
-        writes = rows.poll_writes(items, now)
-        updates = rows.call_updates(writes.calls)
+        try:
+            writes = rows.poll_writes(items, now)
+            updates = rows.call_updates(writes.calls)
+        except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+            # Data that cannot be encoded (metadata nested too deep, a value JSON cannot
+            # hold): the same every time, so permanent; ``retry.write_isolating`` finds the
+            # call it belongs to.
+            raise PermanentStoreError(f"cannot encode poll results: {exc!r}"[:300]) from exc
         if len(updates) == 1 and not writes.events and not writes.recordings:
             # One UPDATE is atomic on its own: a batch that changed nothing but call rows, as
             # most do, needs no BEGIN/COMMIT.
-            await self._job(jobs.write_decisions, writes, updates)
+            await self.db.write_job(jobs.write_decisions, writes, updates)
         else:
-            await self._job(jobs.transaction, jobs.write_decisions, writes, updates)
-
-    async def _apply_writes(self, writes: rows.Writes) -> None:
-        """Write decisions inside a transaction the caller has open (it holds the lock)."""
-        await self._unlocked_job(jobs.write_decisions, writes, rows.call_updates(writes.calls))
+            await self.db.write_job(jobs.transaction, jobs.write_decisions, writes, updates)
 
     async def next_due_at(self, provider: str) -> float | None:
-        row = await self._fetchone(rows.NEXT_DUE, (provider,))
+        row = await self.db.fetchone(rows.NEXT_DUE, (provider,))
         return row[0] if row and row[0] is not None else None
 
     async def make_due(self, provider: str, call_id: str, now: float) -> bool:
         # MIN: a call already overdue keeps its place in the queue.
-        async with self._write() as db:
+        async with self.db.transaction() as db:
             cursor = await db.execute(
                 "UPDATE calls SET next_poll_at = MIN(next_poll_at, ?) WHERE provider = ? "
                 "AND call_id = ? AND next_poll_at IS NOT NULL AND terminal IS NULL",
@@ -229,23 +177,14 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
             return cursor.rowcount == 1
 
     async def get_call(self, provider: str, call_id: str) -> TrackedCall | None:
-        async with self._lock:
-            found = list(await self._conn.execute_fetchall(
-                f"SELECT {rows.CALL_COLUMNS} FROM calls "
-                "WHERE provider = ? AND call_id = ?", (provider, call_id)))
-            if not found:
-                return None
-            recordings = await self._recordings_of(self._conn, [found[0]["pk"]])
-        return rows.call_from_row(found[0], recordings.get(found[0]["pk"], ()))
+        found = await self.db.job(jobs.calls_with_recordings,
+                                  "WHERE provider = ? AND call_id = ?", (provider, call_id))
+        return found[0] if found else None
 
     async def list_calls(self, *, limit: int, include_terminal: bool) -> list[TrackedCall]:
         where = "" if include_terminal else "WHERE terminal IS NULL"
-        async with self._lock:
-            found = list(await self._conn.execute_fetchall(
-                f"SELECT {rows.CALL_COLUMNS} FROM calls {where} "
-                "ORDER BY tracked_at DESC, pk DESC LIMIT ?", (limit,)))
-            recordings = await self._recordings_of(self._conn, [r["pk"] for r in found])
-        return [rows.call_from_row(r, recordings.get(r["pk"], ())) for r in found]
+        return await self.db.job(jobs.calls_with_recordings,
+                                 f"{where} ORDER BY tracked_at DESC, pk DESC LIMIT ?", (limit,))
 
     # ----------------------------------------------------------------------- outbox
 
@@ -253,14 +192,14 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
                      "FROM events e JOIN calls c ON c.pk = e.call_pk ")
 
     async def call_events(self, provider: str, call_id: str) -> list[StoredEvent]:
-        found = await self._fetchall(
+        found = await self.db.fetchall(
             self._EVENT_SELECT + "WHERE c.provider = ? AND c.call_id = ? ORDER BY e.seq",
             (provider, call_id))
         return [_event(r) for r in found]
 
     async def events_after(self, seq: int, limit: int) -> list[StoredEvent]:
-        found = await self._fetchall(self._EVENT_SELECT + "WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
-                                     (seq, limit))
+        found = await self.db.fetchall(
+            self._EVENT_SELECT + "WHERE e.seq > ? ORDER BY e.seq LIMIT ?", (seq, limit))
         return [_event(r) for r in found]
 
     async def counts(self) -> Counts:
@@ -275,8 +214,7 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
             by_state = {
                 (r[0], r[1]): r[2]
                 for r in await db.execute_fetchall(
-                    "SELECT provider, COALESCE(terminal, status), COUNT(*) FROM calls "
-                    "GROUP BY provider, COALESCE(terminal, status)")
+                    f"SELECT provider, {_STATE}, COUNT(*) FROM calls GROUP BY provider, {_STATE}")
             }
             # Events are never deleted, so the last seq is their number: no scan of the outbox.
             [(events,)] = await db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) FROM events")
@@ -297,13 +235,12 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
     # ----------------------------------------------------------------------- life cycle
 
     async def recover(self) -> int:
-        host = socket.gethostname()
-        owners = await self._fetchall("SELECT DISTINCT lease_owner FROM calls "
-                                      "WHERE lease_owner IS NOT NULL")
-        dead = [r[0] for r in owners if r[0] != self.owner and _owner_is_dead(r[0], host)]
+        owners = await self.db.fetchall("SELECT DISTINCT lease_owner FROM calls "
+                                        "WHERE lease_owner IS NOT NULL")
+        dead = dead_owners([r[0] for r in owners], self.owner)
         released = 0
         if dead:
-            async with self._write() as db:
+            async with self.db.transaction() as db:
                 for owner in dead:
                     cursor = await db.execute("UPDATE calls SET lease_owner = NULL, "
                                               "lease_until = NULL WHERE lease_owner = ?", (owner,))
@@ -314,50 +251,117 @@ class SQLiteStore(DeliveryMixin, DownloadMixin):
 
     async def release_leases(self) -> int:
         """At a clean stop: hand back what we claimed but did not finish, for the next start."""
-        async with self._write() as db:
+        async with self.db.transaction() as db:
             cursor = await db.execute("UPDATE calls SET lease_owner = NULL, lease_until = NULL "
                                       "WHERE lease_owner = ?", (self.owner,))
             return cursor.rowcount
 
     async def integrity_check(self) -> str:
-        row = await self._fetchone("PRAGMA integrity_check")
+        row = await self.db.fetchone("PRAGMA integrity_check")
         return str(row[0]) if row else "no answer"
+
+    async def probe(self) -> StoreHealth:
+        return await self.db.probe()
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
             if self._reader is not None:
-                await self._reader.close()
-            await self._conn.close()
+                reader, self._reader = self._reader, None
+                try:
+                    await reader.close()
+                except (sqlite3.Error, ValueError) as exc:
+                    log.warning("store.close_failed", error=str(exc))
+            await self.db.close()
+
+    # ------------------------------------------------- deliveries (``deliveries.py``)
+
+    async def fan_out(self, route: Router, now: float, limit: int = 500) -> int:
+        return await self.deliveries.fan_out(route, now, limit)
+
+    async def claim_due_deliveries(self, now: float, *, free: Mapping[str, int],
+                                   default_free: int, limit: int,
+                                   lease_seconds: float) -> Claim:
+        return await self.deliveries.claim_due_deliveries(
+            now, free=free, default_free=default_free, limit=limit, lease_seconds=lease_seconds)
+
+    async def record_attempts(self, results: Sequence[AttemptResult], now: float) -> None:
+        await self.deliveries.record_attempts(results, now)
+
+    async def recover_deliveries(self, now: float) -> int:
+        return await self.deliveries.recover_deliveries(now)
+
+    async def release_deliveries(self, now: float) -> int:
+        return await self.deliveries.release_deliveries(now)
+
+    async def replay(self, now: float, *, event_id: str | None = None, dead: bool = False,
+                     since: float | None = None, endpoint: str | None = None) -> Replayed:
+        return await self.deliveries.replay(now, event_id=event_id, dead=dead, since=since,
+                                            endpoint=endpoint)
+
+    async def list_deliveries(self, *, only: ListFilter | None = None,
+                              endpoint: str | None = None,
+                              call: tuple[str, str] | None = None,
+                              limit: int = 50) -> list[DeliveryView]:
+        return await self.deliveries.list_deliveries(only=only, endpoint=endpoint, call=call,
+                                                     limit=limit)
+
+    async def delivery_counts(self) -> DeliveryCounts:
+        return await self.deliveries.delivery_counts()
+
+    # --------------------------------------------------- downloads (``downloads.py``)
+
+    async def claim_due_downloads(self, providers: list[str], now: float,
+                                  limit: int) -> list[DownloadJob]:
+        return await self.downloads.claim_due_downloads(providers, now, limit)
+
+    async def next_download_due_at(self, providers: list[str]) -> float | None:
+        return await self.downloads.next_download_due_at(providers)
+
+    async def record_download_failure(self, job: DownloadJob, *, reason: str, retry_at: float,
+                                      counted: bool) -> None:
+        await self.downloads.record_download_failure(job, reason=reason, retry_at=retry_at,
+                                                     counted=counted)
+
+    async def update_recording_link(self, job: DownloadJob, source: DownloadSource) -> None:
+        await self.downloads.update_recording_link(job, source)
+
+    async def apply_archive_result(self, job: DownloadJob, outcome: Archived | ArchiveFailed,
+                                   now: float, policy: Policy) -> bool:
+        return await self.downloads.apply_archive_result(job, outcome, now, policy)
+
+    async def extend_download_leases(self, now: float) -> int:
+        return await self.downloads.extend_download_leases(now)
+
+    async def release_downloads(self) -> int:
+        return await self.downloads.release_downloads()
+
+    async def recover_downloads(self) -> int:
+        return await self.downloads.recover_downloads()
+
+    async def set_archive_paused(self, reason: str | None, now: float) -> None:
+        await self.downloads.set_archive_paused(reason, now)
+
+    async def archive_state(self) -> ArchiveState:
+        return await self.downloads.archive_state()
+
+    async def download_info(self, provider: str, call_id: str) -> dict[str, DownloadInfo]:
+        return await self.downloads.download_info(provider, call_id)
+
+
+# A call's state for ``counts``: its terminal kind, else set aside, else its status.
+_STATE = ("COALESCE(terminal, CASE WHEN set_aside_reason IS NOT NULL THEN 'set_aside' END, "
+          "status)")
 
 
 def _track_params(call: NewCall, now: float) -> tuple[Any, ...]:
-    return (call.provider, call.call_id, json.dumps(dict(call.metadata)), call.webhook_url,
-            now, now, now)
+    try:
+        metadata = json.dumps(dict(call.metadata))
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise PermanentStoreError(f"cannot store the metadata of {call.provider} "
+                                  f"{call.call_id}: {exc!r}"[:300]) from exc
+    return (call.provider, call.call_id, metadata, call.webhook_url, now, now, now)
 
 
 def _event(row: sqlite3.Row) -> StoredEvent:
     return StoredEvent(seq=row[0], id=row[1], provider=row[2], call_id=row[3], type=row[4],
                        occurred_at=row[5], body=bytes(row[6]))
-
-
-def _owner_is_dead(owner: str, host: str) -> bool:
-    """True when ``owner`` is a worker on this host whose process no longer runs."""
-    parts = owner.split(":")
-    if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
-        return False
-    pid = int(parts[1])
-    if pid == os.getpid():
-        return True  # our pid, another nonce: a previous life of this process id
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def _statements(sql: str) -> list[str]:
-    """Split a migration file into statements (our migrations hold no ';' in literals)."""
-    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

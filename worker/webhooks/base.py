@@ -1,16 +1,14 @@
-"""The delivery seam: what the relay and the operator commands ask of the store, in domain words.
+"""The delivery domain types: what the relay and the operator commands exchange with the store.
 
-``SQLiteStore`` implements it (``store/deliveries.py``); a PostgreSQL store would implement the
-same methods. Every method is one transaction, so a crash between any two of them loses
-nothing: at worst an attempt is made again (delivery is at least once).
+The Protocol that persists them is ``worker.store.base.DeliveryStore`` (every backend
+implements it there).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from worker.webhooks.policy import Decision
 
@@ -132,49 +130,3 @@ class ListFilter(enum.StrEnum):
 
     FAILED = "failed"  # waiting after a failed attempt, or for a disabled endpoint
     DEAD = "dead"
-
-
-class DeliveryStore(Protocol):
-    """Domain-level persistence of webhook deliveries."""
-
-    async def fan_out(self, route: Router, now: float, limit: int = 500) -> int:
-        """Turn up to ``limit`` outbox events after the cursor into deliveries and advance the
-        cursor, in one transaction; return how many events were read (0: caught up)."""
-        ...
-
-    async def claim_due_deliveries(self, now: float, *, free: Mapping[str, int],
-                                   default_free: int, limit: int,
-                                   lease_seconds: float) -> Claim:
-        """Lease due deliveries, earliest first, at most ``free[endpoint]`` (else
-        ``default_free``) per endpoint and ``limit`` in all, skipping any whose call has an
-        earlier delivery to the same endpoint still open."""
-        ...
-
-    async def record_attempts(self, results: Sequence[AttemptResult], now: float) -> None:
-        """Log the attempts and apply the decisions, in one transaction; release the leases."""
-        ...
-
-    async def recover_deliveries(self, now: float) -> int:
-        """At start: release leases held by relays that are gone; return how many."""
-        ...
-
-    async def release_deliveries(self, now: float) -> int:
-        """At a clean stop: hand back our leases, so the next start sends those at once."""
-        ...
-
-    async def replay(self, now: float, *, event_id: str | None = None, dead: bool = False,
-                     since: float | None = None, endpoint: str | None = None) -> Replayed:
-        """Queue deliveries again, from attempt 1: every delivered or dead delivery of
-        ``event_id``, or (``dead``) every dead or disabled one created since ``since``; only
-        to ``endpoint`` if given. A disabled endpoint that gets a replay is enabled again
-        (``replay EVENT_ID`` touches one only when ``endpoint`` names it)."""
-        ...
-
-    async def list_deliveries(self, *, only: ListFilter | None = None,
-                              endpoint: str | None = None,
-                              call: tuple[str, str] | None = None,
-                              limit: int = 50) -> list[DeliveryView]:
-        """Deliveries, newest first (in event order for one ``call``)."""
-        ...
-
-    async def delivery_counts(self) -> DeliveryCounts: ...

@@ -17,7 +17,8 @@ from typing import Any
 from worker.config import Config
 from worker.events import rfc3339
 from worker.status import age, table
-from worker.store.sqlite import SQLiteStore
+from worker.store.base import Store, StoreNotFoundError
+from worker.store.factory import open_configured
 from worker.webhooks.base import DeliveryCounts, DeliveryView, ListFilter
 
 EVENT_ID = re.compile(r"msg_[a-z2-7]{32}")
@@ -51,11 +52,11 @@ async def run_command(config: Config, args: argparse.Namespace) -> int:
         raise BadInputError("--limit must be 1 or more")
     if args.command == "replay":
         _check_replay(args)
-    if not config.worker.database.exists():
-        print(f"no database at {config.worker.database} yet: nothing was delivered",
-              file=sys.stderr)
+    try:
+        store = await open_configured(config, create=False)
+    except StoreNotFoundError as exc:
+        print(f"{exc}: nothing was delivered", file=sys.stderr)
         return 0 if args.command == "deliveries" else 1
-    store = await SQLiteStore.open(config.worker.database)
     try:
         if args.command == "deliveries":
             return await _deliveries(store, args)
@@ -75,7 +76,7 @@ def _check_replay(args: argparse.Namespace) -> None:
     args.since_ts = parse_since(args.since, time.time()) if args.since is not None else None
 
 
-async def _deliveries(store: SQLiteStore, args: argparse.Namespace) -> int:
+async def _deliveries(store: Store, args: argparse.Namespace) -> int:
     only = ListFilter.DEAD if args.dead else ListFilter.FAILED if args.failed else None
     found = await store.list_deliveries(only=only, endpoint=args.endpoint, limit=args.limit)
     if args.json:
@@ -90,7 +91,7 @@ async def _deliveries(store: SQLiteStore, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _replay(store: SQLiteStore, args: argparse.Namespace) -> int:
+async def _replay(store: Store, args: argparse.Namespace) -> int:
     done = await store.replay(time.time(), event_id=args.event_id, dead=args.dead,
                               since=args.since_ts, endpoint=args.endpoint)
     if not done.found:

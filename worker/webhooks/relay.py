@@ -31,14 +31,15 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from worker.config import Config
-from worker.store.retry import until_written
+from worker.store.base import DeliveryStore
+from worker.store.errors import PermanentStoreError
+from worker.store.retry import until_written, write_isolating
 from worker.webhooks import signing, transport
 from worker.webhooks.base import (
     AttemptLog,
     AttemptResult,
     Claim,
     ClaimedDelivery,
-    DeliveryStore,
     Route,
 )
 from worker.webhooks.endpoints import Endpoints, safe_url
@@ -290,10 +291,25 @@ class Relay:
         return batch
 
     async def _commit(self, batch: Sequence[AttemptResult]) -> None:
-        """Record a batch, retrying while the database refuses; the leases keep it safe."""
-        await until_written(lambda: self._store.record_attempts(batch, self._clock()),
-                            log, deliveries=len(batch))
+        """Record a batch, retrying while the database refuses for a while; the leases keep
+        it safe. An attempt the database refuses for good is narrowed down (bisection) and
+        its delivery recorded dead, without its attempt log, so it cannot come back forever.
+        """
+        await write_isolating(batch, lambda items: self._store.record_attempts(
+            items, self._clock()), self._refused, log)
         self._nudge()  # slots are free, and the next event of each chain is due
+
+    async def _refused(self, result: AttemptResult, error: PermanentStoreError) -> None:
+        delivery = result.delivery
+        log.error("webhook.result_refused", provider=delivery.provider,
+                  call_id=delivery.call_id, event_id=delivery.event_id,
+                  endpoint=safe_url(delivery.endpoint), error=str(error))
+        dead = AttemptResult(delivery=delivery,
+                             decision=Dead(reason=f"result cannot be stored: {error}"[:300]))
+        try:
+            await until_written(lambda: self._store.record_attempts([dead], self._clock()), log)
+        except PermanentStoreError as exc:  # its lease runs out; the next try meets this again
+            log.exception("store.write_refused", what="dead delivery", error=str(exc))
 
     async def _release(self) -> None:
         try:

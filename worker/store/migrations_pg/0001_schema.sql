@@ -1,4 +1,4 @@
--- The PostgreSQL schema: the same tables and columns as the SQLite migrations 0001-0003, so
+-- The PostgreSQL schema: the same tables and columns as the SQLite migrations 0001-0004, so
 -- the shared row mapping (store/rows.py) reads both. Times are POSIX seconds (float8).
 -- Leases (lease_owner, lease_until) are what let several workers share the database: a
 -- claimed row is not claimed again until its lease runs out or its owner releases it, and a
@@ -28,6 +28,9 @@ CREATE TABLE calls (
     lease_owner          text,
     lease_until          float8,
     last_snapshot        text,
+    -- A call whose results the database refuses for good is set aside (never claimed again).
+    set_aside_reason     text,
+    set_aside_at         float8,
     UNIQUE (provider, call_id)
 );
 

@@ -1,0 +1,275 @@
+"""The SQLite connector: one file, one connection, a small public API the SQL modules use.
+
+What the SQLite backend's parts (``sqlite.py`` for calls, ``deliveries.py``, ``downloads.py``)
+share, by composition: each holds a ``SQLiteDatabase`` and calls only its public methods.
+
+- ``transaction()``: one ``BEGIN IMMEDIATE`` transaction on the aiosqlite connection;
+- ``fetchall``/``fetchone``: reads, serialised with the transactions by one lock;
+- ``job(work, ...)``: ``work(sqlite3_connection, ...)`` as one piece of work on a thread
+  (several statements, one round trip: see ``jobs.py`` for why that matters). It runs on
+  anyio's worker threads with the raw ``sqlite3`` connection this module opened itself (the
+  connector handed to ``aiosqlite.Connection``), never through aiosqlite's private API. The
+  store lock keeps the aiosqlite thread and a job from ever using the connection at once, and
+  the connection is opened with ``check_same_thread=False`` for exactly that;
+- ``probe()``: is the file we opened still the one at our path, and can we still write?
+
+Every ``sqlite3`` error leaves as a ``StoreError`` subclass (``translate``).
+
+Why it is safe to share one file between the daemon and ``callwatch track`` in another
+process: WAL lets readers run beside the writer, every write is a short ``BEGIN IMMEDIATE``
+transaction (so two writers queue on the busy timeout instead of failing half-way), and
+``synchronous=NORMAL`` in WAL mode never corrupts the file, losing at most the last commits
+on power loss, never on a process crash.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import aiosqlite
+import anyio
+import structlog
+
+from worker.store.base import StoreHealth
+from worker.store.errors import PermanentStoreError, StoreError, TransientStoreError
+
+log = structlog.get_logger("worker.store")
+
+BUSY_TIMEOUT_MS = 10_000
+QUICK_CHECK_SECONDS = 5.0  # the bound on the check at open: a huge file is not read whole
+T = TypeVar("T")
+P = ParamSpec("P")
+
+# Codes after which the same statement may work later; any other error is permanent.
+_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY",
+              "SQLITE_CANTOPEN", "SQLITE_PROTOCOL", "SQLITE_NOLFS", "SQLITE_INTERRUPT")
+
+
+def translate(exc: sqlite3.Error, where: str) -> StoreError:
+    """The ``StoreError`` for a driver error (``raise translate(exc, ...) from exc``)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    kind = TransientStoreError if name.startswith(_TRANSIENT) else PermanentStoreError
+    return kind(f"{where}: {exc}" + (f" ({name})" if name else ""))
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """The numbered ``migrations/NNNN_name.sql`` files, in order."""
+    found = []
+    for entry in resources.files("worker.store").joinpath("migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql"):
+            found.append((int(name.split("_", 1)[0]), name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+SCHEMA_VERSION = max(number for number, _, _ in migrations())
+
+
+class SQLiteDatabase:
+    """One SQLite file behind one connection; see the module docstring."""
+
+    def __init__(self, conn: aiosqlite.Connection, raw: sqlite3.Connection, path: Path) -> None:
+        self.path = path
+        self._conn = conn
+        self._raw = raw
+        self._lock = anyio.Lock()
+        self._limiter = anyio.CapacityLimiter(1)
+        self._identity = _identity(path)
+        self._closed = False
+        self.write_failing_since: float | None = None  # wall time of the first failed write
+
+    @classmethod
+    async def open(cls, path: Path) -> SQLiteDatabase:
+        """Open (creating if needed), check and migrate the database at ``path``."""
+        if path.is_dir():  # noqa: ASYNC240 - one stat at start-up
+            raise PermanentStoreError(f"cannot open database {path}: it is a directory")
+        opened: list[sqlite3.Connection] = []
+
+        def connector() -> sqlite3.Connection:
+            raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            opened.append(raw)
+            return raw
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.Connection(connector, iter_chunk_size=64)
+        except (OSError, sqlite3.Error) as exc:
+            # aiosqlite stops its worker thread on a failed connect; give it a moment to report
+            # back while our event loop still runs, or it prints a traceback at exit.
+            await anyio.sleep(0.05)
+            raise TransientStoreError(f"cannot open database {path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        database = cls(conn, opened[0], path)
+        try:
+            await database._setup()
+        except BaseException as exc:
+            await database.close()
+            if isinstance(exc, sqlite3.Error):
+                raise translate(exc, f"cannot use database {path}") from exc
+            raise
+        return database
+
+    async def _setup(self) -> None:
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_TIMEOUT_MS}",
+                       "foreign_keys=ON", "cache_size=-16000"):
+            await self._conn.execute(f"PRAGMA {pragma}")
+        await self._quick_check()
+        async with self.transaction() as db:
+            version = (await (await db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
+            if version > SCHEMA_VERSION:
+                raise PermanentStoreError(
+                    f"database {self.path} has schema {version}, newer than this "
+                    f"callwatch ({SCHEMA_VERSION}): upgrade callwatch")
+            for number, name, sql in migrations():
+                if number > version:
+                    log.info("store.migrating", migration=name)
+                    for statement in _statements(sql):
+                        await db.execute(statement)
+                    await db.execute(f"PRAGMA user_version={number}")
+
+    async def _quick_check(self) -> None:
+        """A corrupt file is refused at open, in at most ``QUICK_CHECK_SECONDS``.
+
+        Past the bound the check is interrupted and the file is used as it is: a slow disk
+        must not keep the daemon from starting (``callwatch check`` reads it all).
+        """
+        deadline = time.monotonic() + QUICK_CHECK_SECONDS
+        await self._conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        try:
+            found = list(await self._conn.execute_fetchall("PRAGMA quick_check(1)"))
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_INTERRUPT":
+                raise
+            log.warning("store.quick_check_cut_short", database=str(self.path),
+                        seconds=QUICK_CHECK_SECONDS)
+            return
+        finally:
+            await self._conn.set_progress_handler(None, 0)  # type: ignore[arg-type] # None: off
+        if found and found[0][0] != "ok":
+            raise PermanentStoreError(f"database {self.path} is corrupt: {found[0][0]}")
+
+    # ----------------------------------------------------------------- the public API
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction; rolled back on any error, which leaves as a
+        ``StoreError`` when it came from the driver."""
+        async with self._lock:
+            try:
+                # Shielded: a cancellation landing while BEGIN runs in the database thread
+                # would otherwise leave a transaction open that nobody rolls back.
+                with anyio.CancelScope(shield=True):
+                    await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        if self._conn.in_transaction:
+                            await self._conn.execute("ROLLBACK")
+                    raise
+                with anyio.CancelScope(shield=True):
+                    await self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._failed()
+                raise translate(exc, f"cannot write to {self.path}") from exc
+        self.write_failing_since = None
+
+    async def fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            try:
+                return list(await self._conn.execute_fetchall(sql, params))
+            except sqlite3.Error as exc:
+                raise translate(exc, f"cannot read {self.path}") from exc
+
+    async def fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        found = await self.fetchall(sql, params)
+        return found[0] if found else None
+
+    async def job(self, work: Callable[Concatenate[sqlite3.Connection, P], T],
+                  *args: P.args, **kwargs: P.kwargs) -> T:
+        """``work(connection, ...)`` on a thread as one piece of work, under the lock."""
+        async with self._lock:
+            return await self.job_in_transaction(work, *args, **kwargs)
+
+    async def write_job(self, work: Callable[Concatenate[sqlite3.Connection, P], T],
+                        *args: P.args, **kwargs: P.kwargs) -> T:
+        """``job`` for work that writes: its failure or success is what ``probe`` reports."""
+        async with self._lock:
+            try:
+                result = await self.job_in_transaction(work, *args, **kwargs)
+            except StoreError:
+                self._failed()
+                raise
+        self.write_failing_since = None
+        return result
+
+    async def job_in_transaction(self, work: Callable[Concatenate[sqlite3.Connection, P], T],
+                                 *args: P.args, **kwargs: P.kwargs) -> T:
+        """``job`` for a caller inside ``transaction()`` (it holds the lock already)."""
+        try:
+            return await anyio.to_thread.run_sync(partial(work, self._raw, *args, **kwargs),
+                                                  limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise translate(exc, f"cannot write to {self.path}") from exc
+
+    def set_trace_callback(self, callback: Callable[[str], object] | None) -> None:
+        """Every statement this connection runs goes to ``callback`` (tests: query plans)."""
+        self._raw.set_trace_callback(callback)
+
+    def _failed(self) -> None:
+        if self.write_failing_since is None:
+            self.write_failing_since = time.time()
+
+    async def probe(self) -> StoreHealth:
+        """Deleted or replaced under us, refusing writes, or writes failing: not ok."""
+        problem = await anyio.to_thread.run_sync(_moved, self.path, self._identity)
+        if problem is None:
+            try:
+                async with self.transaction() as db:  # takes the write lock, writes nothing
+                    await db.execute("SELECT 1")
+            except StoreError as exc:
+                problem = f"database refuses writes: {exc}"
+        if problem is None and self.write_failing_since is not None:
+            problem = f"writes to {self.path} failing since {self.write_failing_since:.0f}"
+        return StoreHealth(ok=problem is None, problem=problem)
+
+    async def close(self) -> None:
+        """Close the connection; never raises, a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._conn.close()
+            except (sqlite3.Error, ValueError) as exc:  # ValueError: already closed
+                log.warning("store.close_failed", database=str(self.path), error=str(exc))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _moved(path: Path, identity: tuple[int, int] | None) -> str | None:
+    """Why ``path`` is no longer the file we opened, or None while it is."""
+    if not path.exists():
+        return f"database file {path} was deleted while in use"
+    if identity is not None and _identity(path) != identity:
+        return f"database file {path} was replaced while in use"
+    return None
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration file into statements (our migrations hold no ';' in literals)."""
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
