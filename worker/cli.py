@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--limit", type=int, default=50, help="how many calls to list")
     commands.add_parser("check-config", help="validate the config; list every problem")
+    commands.add_parser("migrate", help="bring the database schema up to date, then exit")
     demo = commands.add_parser("demo", help="the whole pipeline against the built-in simulator")
     demo.add_argument("--calls", type=int, default=9, help="how many calls to simulate")
     _delivery_parsers(commands)
@@ -107,7 +108,7 @@ def _fail(code: int, message: str, debug: bool) -> int:
     return code
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per command
     from worker import logs
 
     # Commands other than run keep stdout for their output; only warnings go to stderr.
@@ -126,6 +127,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(config)
     if args.command == "track":
         return _track(config, args)
+    if args.command == "migrate":
+        return anyio.run(_migrate, config)
     if args.command == "status":
         from worker.status import show_status
 
@@ -147,6 +150,19 @@ def _check_config(config: Config) -> int:
     print(f"{config.source}: OK - providers: {', '.join(sorted(config.providers))}; "
           f"{hooks} webhook endpoint{'s' if hooks != 1 else ''}; database {config.worker.database}"
           f"; archive {config.worker.archive_dir or 'off'}")
+    return 0
+
+
+async def _migrate(config: Config) -> int:
+    """Opening a store migrates it (under an advisory lock on PostgreSQL, so workers starting
+    meanwhile are safe); say where and which schema version it is at now."""
+    from worker.store.factory import open_configured
+
+    store = await open_configured(config)
+    try:
+        print(f"database {store.location}: schema version {await store.schema_version()}")
+    finally:
+        await store.close()
     return 0
 
 
