@@ -80,7 +80,7 @@ class PostgresStore:
         self._heartbeat: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
         self._changed = anyio.Event()
-        self.deliveries = PostgresDeliveries(db, owner, self.start_heartbeat)
+        self.deliveries = PostgresDeliveries(db, owner, lease_seconds, self.start_heartbeat)
         self.downloads = PostgresDownloads(db, owner, lease_seconds, self.start_heartbeat)
 
     @classmethod

@@ -89,9 +89,11 @@ _VIEW = (
 class PostgresDeliveries:
     """Webhook deliveries in the same database (and transactions) as calls and events."""
 
-    def __init__(self, db: Connections, owner: str, on_claim: Callable[[], None]) -> None:
+    def __init__(self, db: Connections, owner: str, lease_seconds: float,
+                 on_claim: Callable[[], None]) -> None:
         self.db = db
         self.owner = owner
+        self.lease_seconds = lease_seconds
         self.on_claim = on_claim  # the store's heartbeat renews what a claim leases
 
     async def fan_out(self, route: Router, now: float, limit: int = 500) -> int:
@@ -129,6 +131,10 @@ class PostgresDeliveries:
         if limit <= 0:
             return Claim(deliveries=[], next_due_at=None)
         self.on_claim()
+        # The relay asks for a lease long enough to outlast its slowest attempt; here the
+        # heartbeat renews leases while this worker lives, so the store's own lease_seconds
+        # is enough, and a dead worker's deliveries come back within it.
+        lease_seconds = min(lease_seconds, self.lease_seconds)
         async with self.db.connection() as conn:
             heads: dict[str, float | None] = {r[0]: r[1] for r in await conn.fetch(_HEADS)}
             plan = plan_delivery_claim(heads, now, free, default_free, limit)
