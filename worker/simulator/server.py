@@ -24,8 +24,8 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from worker.embedded_server import EmbeddedServer
 from worker.simulator.apifycloud import apifycloud_app
-from worker.simulator.concurrency import Concurrency
 from worker.simulator.asgi import Receive, Scope, Send
+from worker.simulator.concurrency import Concurrency
 from worker.simulator.control import ControlApp
 from worker.simulator.envoy import envoy_app
 from worker.simulator.faults import API_FAULTS, DOWNLOAD_FAULTS, Faults
