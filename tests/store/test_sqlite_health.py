@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,29 +18,28 @@ from worker.store.sqlite_db import translate
 pytestmark = pytest.mark.anyio
 
 
-async def test_a_deleted_file_is_reported_by_the_probe(tmp_path: Path) -> None:
-    """Writing on to an unlinked file would lose everything: the probe says so."""
+def delete(path: Path) -> None:
+    for leftover in path.parent.glob(path.name + "*"):
+        leftover.unlink()
+
+
+def replace(path: Path) -> None:
+    path.rename(path.with_name("old.db"))
+    sqlite3.connect(path).close()
+
+
+@pytest.mark.parametrize(("change", "said"), [(delete, "deleted"), (replace, "replaced")])
+async def test_a_deleted_or_replaced_file_is_reported_by_the_probe(
+        tmp_path: Path, change: Callable[[Path], None], said: str) -> None:
+    """Writing on to an unlinked file would lose everything, and another file at our path
+    (a restore, a `track` after a delete) is not ours: the probe says which."""
     path = tmp_path / "callwatch.db"
     store = await open_store(path)
     try:
         assert (await store.probe()).ok
-        for leftover in tmp_path.glob("callwatch.db*"):
-            leftover.unlink()
+        change(path)
         health = await store.probe()
-        assert not health.ok and health.problem is not None and "deleted" in health.problem
-    finally:
-        await store.close()
-
-
-async def test_a_replaced_file_is_reported_by_the_probe(tmp_path: Path) -> None:
-    """Another file at our path (a restore, a second `track` after a delete) is not ours."""
-    path = tmp_path / "callwatch.db"
-    store = await open_store(path)
-    try:
-        path.rename(tmp_path / "old.db")
-        sqlite3.connect(path).close()
-        health = await store.probe()
-        assert not health.ok and health.problem is not None and "replaced" in health.problem
+        assert not health.ok and health.problem is not None and said in health.problem
     finally:
         await store.close()
 

@@ -6,11 +6,14 @@ share, by composition: each holds a ``SQLiteDatabase`` and calls only its public
 - ``transaction()``: one ``BEGIN IMMEDIATE`` transaction on the aiosqlite connection;
 - ``fetchall``/``fetchone``: reads, serialised with the transactions by one lock;
 - ``job(work, ...)``: ``work(sqlite3_connection, ...)`` as one piece of work on a thread
-  (several statements, one round trip: see ``jobs.py`` for why that matters). It runs on
-  anyio's worker threads with the raw ``sqlite3`` connection this module opened itself (the
-  connector handed to ``aiosqlite.Connection``), never through aiosqlite's private API. The
-  store lock keeps the aiosqlite thread and a job from ever using the connection at once, and
-  the connection is opened with ``check_same_thread=False`` for exactly that;
+  (several statements, one round trip: see ``jobs.py`` for why that matters). It runs on a
+  job thread of our own (``_JobThread``) with the raw ``sqlite3`` connection this module
+  opened itself (the connector handed to ``aiosqlite.Connection``), never through
+  aiosqlite's private API. The store lock keeps the aiosqlite thread and a job from ever
+  using the connection at once (a job's await is shielded, so a cancelled caller cannot
+  release the lock while its job still runs), and the connection is opened with
+  ``check_same_thread=False`` for exactly that. (``anyio.to_thread`` was measured first:
+  three to four times aiosqlite's round trip, see docs/benchmarks.md.)
 - ``probe()``: is the file we opened still the one at our path, and can we still write?
 
 Every ``sqlite3`` error leaves as a ``StoreError`` subclass (``translate``).
@@ -24,7 +27,10 @@ on power loss, never on a process crash.
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -72,6 +78,48 @@ def migrations() -> list[tuple[int, str, str]]:
 SCHEMA_VERSION = max(number for number, _, _ in migrations())
 
 
+class _JobThread:
+    """One daemon thread that runs jobs in order and hands results back to the event loop.
+
+    The same hand-off as aiosqlite's own thread (a queue in, ``call_soon_threadsafe`` out).
+    A daemon thread: it can never keep a stopped process alive.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[[], Any]] | None]
+        self._queue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, work = item
+            try:
+                result = work()
+            except BaseException as exc:  # handed to the awaiting task
+                future.get_loop().call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                future.get_loop().call_soon_threadsafe(_settle, future, result, None)
+
+    async def run(self, work: Callable[[], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put((future, work))
+        with anyio.CancelScope(shield=True):  # the job runs to its end: so does the wait
+            result = await future
+        return result  # noqa: RET504 - mypy: a CancelScope may swallow, so no return inside
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if not future.done():
+        if exc is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exc)
+
+
 class SQLiteDatabase:
     """One SQLite file behind one connection; see the module docstring."""
 
@@ -80,7 +128,7 @@ class SQLiteDatabase:
         self._conn = conn
         self._raw = raw
         self._lock = anyio.Lock()
-        self._limiter = anyio.CapacityLimiter(1)
+        self._jobs = _JobThread(f"callwatch-sqlite {path.name}")
         self._identity = _identity(path)
         self._closed = False
         self.write_failing_since: float | None = None  # wall time of the first failed write
@@ -214,8 +262,7 @@ class SQLiteDatabase:
                                  *args: P.args, **kwargs: P.kwargs) -> T:
         """``job`` for a caller inside ``transaction()`` (it holds the lock already)."""
         try:
-            return await anyio.to_thread.run_sync(partial(work, self._raw, *args, **kwargs),
-                                                  limiter=self._limiter)
+            return await self._jobs.run(partial(work, self._raw, *args, **kwargs))
         except sqlite3.Error as exc:
             raise translate(exc, f"cannot write to {self.path}") from exc
 
@@ -245,6 +292,7 @@ class SQLiteDatabase:
         if self._closed:
             return
         self._closed = True
+        self._jobs.stop()
         with anyio.CancelScope(shield=True):
             try:
                 await self._conn.close()
