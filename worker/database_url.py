@@ -66,7 +66,7 @@ def parse_postgres_url(value: str, password: str | None = None) -> PostgresUrl:
     in_url = unquote(parts.password) if parts.password is not None else None
     host = parts.netloc.rsplit("@", 1)[-1]
     netloc = f"{parts.username}@{host}" if parts.username else host
-    clean = urlunsplit(parts._replace(scheme="postgresql", netloc=netloc))
+    clean = urlunsplit(parts._replace(netloc=netloc))
     return PostgresUrl(url=clean, password=password if password is not None else in_url)
 
 
