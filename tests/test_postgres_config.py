@@ -32,7 +32,7 @@ def test_a_url_selects_postgresql_and_its_password_is_held_apart(tmp_path: Path)
     driver, and repr() of the config never shows it."""
     worker = worker_config(tmp_path, database="postgres://cw:pa%40ss@db.example:6543/calls",
                            lease_seconds=12)
-    assert worker.database == "postgresql://cw@db.example:6543/calls"  # type: ignore[attr-defined]
+    assert worker.database == "postgres://cw@db.example:6543/calls"  # type: ignore[attr-defined]
     assert worker.database_password == "pa@ss"  # type: ignore[attr-defined]
     assert worker.lease_seconds == 12.0  # type: ignore[attr-defined]
     assert "pa@ss" not in repr(worker) and "pa%40ss" not in repr(worker)
