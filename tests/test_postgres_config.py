@@ -113,3 +113,55 @@ def test_postgresql_down_at_start_is_one_line_naming_the_host(tmp_path: Path) ->
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "127.0.0.1:1" in lines[0], done.stderr
     assert "hunter2" not in done.stderr + done.stdout
+
+
+async def _history(path: Path) -> None:
+    """A SQLite database with a live call, a finished one, events and a delivery made."""
+    from tests.store.support import T0, ended_with_recording, live, poll, tracked
+    from tests.webhooks.support import hook, make_config
+    from worker.store.sqlite import SQLiteStore
+    from worker.webhooks.endpoints import Endpoints
+
+    store = await SQLiteStore.open(path)
+    try:
+        await tracked(store, "live")
+        await tracked(store, "done", provider="apifycloud")
+        await poll(store, "live", live(), T0 + 1)
+        await poll(store, "done", ended_with_recording(), T0 + 1, provider="apifycloud")
+        routes = Endpoints(make_config(path.parent, [hook("https://hooks.example/a")]))
+        await store.fan_out(routes.route, T0 + 2)
+    finally:
+        await store.close()
+
+
+def test_migrate_from_sqlite_moves_calls_and_history(tmp_path: Path, pg_config: Path,
+                                                      pg_url: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """migrate --from sqlite:PATH copies calls, events and deliveries with their ids; a
+    second run is refused (the database is no longer empty)."""
+    import anyio
+
+    from worker.database_url import parse_postgres_url
+    from worker.store.postgres import PostgresStore
+
+    old = tmp_path / "old.db"
+    anyio.run(_history, old)
+    assert main(["--config", str(pg_config), "migrate", "--from", f"sqlite:{old}"]) == 0
+    assert "2 calls" in capsys.readouterr().out
+
+    async def moved() -> tuple[list[str], list[str], int]:
+        store = await PostgresStore.open(parse_postgres_url(pg_url))
+        try:
+            calls = await store.list_calls(limit=10, include_terminal=True)
+            events = await store.events_after(0, 100)
+            return ([c.call_id for c in calls], [e.type for e in events],
+                    len(await store.list_deliveries(limit=100)))
+        finally:
+            await store.close()
+
+    calls, types, deliveries = anyio.run(moved)
+    assert sorted(calls) == ["done", "live"]
+    assert "call.started" in types and "recording.available" in types
+    assert deliveries == len(types)
+    assert main(["--config", str(pg_config), "migrate", "--from", f"sqlite:{old}"]) == 1
+    assert "already holds calls" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import anyio
@@ -52,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--limit", type=int, default=50, help="how many calls to list")
     commands.add_parser("check-config", help="validate the config; list every problem")
-    commands.add_parser("migrate", help="bring the database schema up to date, then exit")
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date, then "
+                                                  "exit")
+    migrate.add_argument("--from", dest="source", metavar="sqlite:PATH",
+                         help="first copy this SQLite database into the (empty) PostgreSQL one")
     demo = commands.add_parser("demo", help="the whole pipeline against the built-in simulator")
     demo.add_argument("--calls", type=int, default=9, help="how many calls to simulate")
     _delivery_parsers(commands)
@@ -128,7 +132,7 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
     if args.command == "track":
         return _track(config, args)
     if args.command == "migrate":
-        return anyio.run(_migrate, config)
+        return anyio.run(_migrate, config, args.source)
     if args.command == "status":
         from worker.status import show_status
 
@@ -153,11 +157,22 @@ def _check_config(config: Config) -> int:
     return 0
 
 
-async def _migrate(config: Config) -> int:
+async def _migrate(config: Config, source: str | None) -> int:
     """Opening a store migrates it (under an advisory lock on PostgreSQL, so workers starting
-    meanwhile are safe); say where and which schema version it is at now."""
-    from worker.store.factory import open_configured
+    meanwhile are safe); say where and which schema version it is at now. ``--from
+    sqlite:PATH`` first copies a SQLite database into an empty PostgreSQL one."""
+    from worker.store.factory import is_url, open_configured
 
+    if source is not None:
+        if not source.startswith("sqlite:") or not is_url(config.worker.database):
+            raise UsageError("migrate --from takes sqlite:PATH, and [worker] database must be "
+                             "a postgresql:// URL to copy into")
+        from worker.store.postgres_import import import_from_sqlite
+
+        copied = await import_from_sqlite(str(config.worker.database),
+                                          config.worker.database_password,
+                                          Path(source.removeprefix("sqlite:")).expanduser())  # noqa: ASYNC240
+        print("copied " + ", ".join(f"{n} {table}" for table, n in copied.items()))
     store = await open_configured(config)
     try:
         print(f"database {store.location}: schema version {await store.schema_version()}")
