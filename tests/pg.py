@@ -78,10 +78,18 @@ class PrivateCluster:
     def start(self) -> str:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
                   "-A", "trust", "--no-sync")
+        self.resume()
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def pause(self) -> None:
+        """Stop the server (as a restart or a failover does), keeping its data."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the paused server again, on the same port."""
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "-l",
                   str(self.root / "log"), "-o",
                   f"-h 127.0.0.1 -p {self.port} -k {self.root} -F", "start")
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):

@@ -29,7 +29,10 @@ CONNECT_TIMEOUT = 10.0
 # SQLSTATE classes worth a retry: connection exception, transaction rollback (serialization,
 # deadlock), insufficient resources, operator intervention (shutdown, restart), system error.
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+# InternalClientError: the driver's own state got confused by a connection dying under it
+# ("cannot switch to state 15"); the connection is dropped, the next one is fine.
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                  OSError, asyncio.TimeoutError)
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -50,7 +53,8 @@ def is_transient(exc: BaseException) -> bool:
     state = getattr(exc, "sqlstate", None)
     if isinstance(state, str):
         return state[:2] in _TRANSIENT_CLASSES
-    return isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError)
+    return isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError
+                      | asyncpg.InternalClientError)
 
 
 class Connections:
