@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import anyio
 
 from worker.config import Config, ConfigError, config_path, load
-from worker.store.base import StoreError
+from worker.errors import CallwatchError
 
 
 class UsageError(Exception):
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except (CommandError, StoreError) as exc:
+    except (CommandError, CallwatchError) as exc:  # ours: one line, exit 1
         return _fail(1, str(exc), debug)
     except Exception as exc:
         return _fail(1, f"{type(exc).__name__}: {exc}", debug)

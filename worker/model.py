@@ -199,6 +199,7 @@ class TrackedCall:
     last_polled_at: float | None = None
     next_poll_at: float = 0.0
     pk: int | None = None  # the store's row id, None before the first insert
+    set_aside: str | None = None  # why its results cannot be stored: no longer polled
 
     def replace(self, **changes: Any) -> TrackedCall:
         """``dataclasses.replace``, without re-running the frozen ``__init__``.

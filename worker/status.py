@@ -30,7 +30,9 @@ def age(seconds: float) -> str:
 
 
 def state_of(call: TrackedCall) -> str:
-    return str(call.terminal) if call.terminal else str(call.status)
+    if call.terminal:
+        return str(call.terminal)
+    return "set_aside" if call.set_aside else str(call.status)
 
 
 def recordings_summary(call: TrackedCall) -> str:
@@ -137,6 +139,7 @@ async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
         ("last poll", rfc3339(call.last_polled_at) or "never"),
         ("next poll", rfc3339(call.next_poll_at) if call.terminal is None else "none (done)"),
         ("poll failures", str(call.consecutive_failures)),
+        *([("set aside", call.set_aside)] if call.set_aside else []),
         ("metadata", json.dumps(dict(call.metadata)) if call.metadata else "-"),
         ("webhook", call.webhook_url or "-"),
     ]

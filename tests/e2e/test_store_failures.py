@@ -94,6 +94,11 @@ async def test_an_unstorable_call_is_set_aside_and_the_others_settle(
     assert (await counts_of(daemon.db)).get("set_aside") == 1
     # Not polled, so not set aside again, after the restart.
     assert sum(line.get("event") in SET_ASIDE for line in daemon.log_lines()) == 1
+    shown = subprocess.run([sys.executable, "-m", "worker", "--config", str(config), "status",
+                            "envoy", bad], capture_output=True, text=True, env={**env},
+                           check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert f"envoy {bad}: set_aside" in shown.stdout and "set aside" in shown.stdout
 
 
 def run_daemon(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -153,3 +153,11 @@ async def test_life_cycle_answers(store: Store) -> None:
     assert store.owner and store.location and store.lease_seconds == 30
     await store.close()
     await store.close()
+
+
+async def test_a_set_aside_call_reads_back_with_its_reason(store: Store) -> None:
+    """``get_call`` carries why a call was set aside, so ``status`` can show it."""
+    await tracked(store, "a")
+    assert await store.set_aside("envoy", "a", "cannot encode", T0)
+    call = await store.get_call("envoy", "a")
+    assert call is not None and call.set_aside == "cannot encode"

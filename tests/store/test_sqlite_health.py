@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.store.support import T0, tracked
+from worker.store import jobs
 from worker.store.base import NewCall, PermanentStoreError, StoreNotFoundError
 from worker.store.errors import BackendUnavailableError, TransientStoreError
 from worker.store.factory import open_store
@@ -107,3 +108,43 @@ def test_driver_errors_are_sorted_into_transient_and_permanent() -> None:
     for name in ("SQLITE_CONSTRAINT_NOTNULL", "SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_TOOBIG"):
         assert isinstance(translate(error(sqlite3.DatabaseError, name), "w"),
                           PermanentStoreError)
+
+
+def test_the_write_probe_fails_on_a_database_that_refuses_writes(tmp_path: Path) -> None:
+    """A read-only database passes BEGIN IMMEDIATE; the probe's header write does not, and
+    the probe writes nothing on a writable one."""
+    path = tmp_path / "callwatch.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("PRAGMA user_version = 7")
+    writable = sqlite3.connect(path, isolation_level=None)
+    jobs.write_probe(writable)
+    assert writable.execute("PRAGMA user_version").fetchone() == (7,)
+    writable.close()
+    read_only = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.OperationalError) as refused:
+            jobs.write_probe(read_only)
+        assert isinstance(translate(refused.value, "probe"), TransientStoreError)
+        assert not read_only.in_transaction
+    finally:
+        read_only.close()
+
+
+async def test_a_call_whose_metadata_cannot_be_read_is_still_listed(tmp_path: Path) -> None:
+    """``status`` lists every call even when one's metadata is nested past what JSON reads;
+    that call is set aside at its claim while the others are claimed."""
+    path = tmp_path / "callwatch.db"
+    store = await open_store(path)
+    try:
+        await tracked(store, "bad", "good")
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE calls SET metadata = ? WHERE call_id = 'bad'",
+                         ('{"a":' * 5000 + "{}" + "}" * 5000,))
+        listed = {c.call_id: c for c in await store.list_calls(limit=10, include_terminal=True)}
+        assert set(listed) == {"bad", "good"}
+        assert listed["bad"].metadata == jobs.UNREADABLE_METADATA
+        claimed = await store.claim_due_calls("envoy", T0, 10)
+        assert [c.call_id for c in claimed] == ["good"]
+        assert (await store.counts()).calls_by_state[("envoy", "set_aside")] == 1
+    finally:
+        await store.close()

@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from worker.model import TrackedCall
+from worker.model import RecordingState, TrackedCall
 from worker.store import rows
 
 T = TypeVar("T")
@@ -137,4 +137,33 @@ def calls_with_recordings(db: sqlite3.Connection, where: str,
         return []
     pks = [row[0] for row in found]
     recordings = rows.recordings_by_call(db.execute(RECORDINGS_OF, (json.dumps(pks),)).fetchall())
-    return [rows.call_from_row(row, recordings.get(row[0], ())) for row in found]
+    return [_readable(row, recordings.get(row[0], ())) for row in found]
+
+
+UNREADABLE_METADATA = {"callwatch": "metadata too deeply nested to read back"}
+
+
+def _readable(row: sqlite3.Row, recordings: Sequence[RecordingState]) -> TrackedCall:
+    """The call, with a placeholder for metadata that cannot be decoded: such a call is set
+    aside at its next claim, and ``status`` must still show it (and every other call)."""
+    try:
+        return rows.call_from_row(row, recordings)
+    except (ValueError, RecursionError):
+        values = list(row)
+        values[8] = json.dumps(UNREADABLE_METADATA)
+        return rows.call_from_row(values, recordings)
+
+
+def write_probe(db: sqlite3.Connection) -> None:
+    """Take the write lock and change page 1 in memory, then roll back: fails with
+    SQLITE_READONLY (or BUSY, FULL...) when the database refuses writes, writes nothing.
+
+    ``BEGIN IMMEDIATE`` alone succeeds on a read-only file; the header write does not.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        db.execute(f"PRAGMA user_version = {version}")
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")

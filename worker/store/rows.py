@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 CALL_COLUMNS = (
     "pk, provider, call_id, status, provider_status, started_at, ended_at, end_reason, "
     "metadata, webhook_url, started_notified, ended_notified, terminal, terminal_reason, "
-    "not_found_since, consecutive_failures, tracked_at, last_polled_at, next_poll_at"
+    "not_found_since, consecutive_failures, tracked_at, last_polled_at, next_poll_at, "
+    "set_aside_reason"
 )
 # Where CALL_COLUMNS has its REAL columns (a claim reads them as quote()d text).
 REAL_CALL_POSITIONS = frozenset(
@@ -68,6 +69,7 @@ def call_from_row(row: Sequence[Any], recordings: Iterable[RecordingState] = ()
         tracked_at=row[16],
         last_polled_at=row[17],
         next_poll_at=row[18] if row[18] is not None else 0.0,
+        set_aside=row[19],
         recordings=tuple(recordings),
     )
 

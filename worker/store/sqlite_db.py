@@ -43,6 +43,7 @@ import aiosqlite
 import anyio
 import structlog
 
+from worker.store import jobs
 from worker.store.base import StoreHealth
 from worker.store.errors import PermanentStoreError, StoreError, TransientStoreError
 
@@ -279,8 +280,7 @@ class SQLiteDatabase:
         problem = await anyio.to_thread.run_sync(_moved, self.path, self._identity)
         if problem is None:
             try:
-                async with self.transaction() as db:  # takes the write lock, writes nothing
-                    await db.execute("SELECT 1")
+                await self.job(jobs.write_probe)
             except StoreError as exc:
                 problem = f"database refuses writes: {exc}"
         if problem is None and self.write_failing_since is not None:
