@@ -161,17 +161,13 @@ async def _migrate(config: Config, source: str | None) -> int:
     """Opening a store migrates it (under an advisory lock on PostgreSQL, so workers starting
     meanwhile are safe); say where and which schema version it is at now. ``--from
     sqlite:PATH`` first copies a SQLite database into an empty PostgreSQL one."""
-    from worker.store.factory import is_url, open_configured
+    from worker.store.factory import copy_sqlite_into, open_configured
 
     if source is not None:
-        if not source.startswith("sqlite:") or not is_url(config.worker.database):
-            raise UsageError("migrate --from takes sqlite:PATH, and [worker] database must be "
-                             "a postgresql:// URL to copy into")
-        from worker.store.postgres_import import import_from_sqlite
-
-        copied = await import_from_sqlite(str(config.worker.database),
-                                          config.worker.database_password,
-                                          Path(source.removeprefix("sqlite:")).expanduser())  # noqa: ASYNC240
+        if not source.startswith("sqlite:"):
+            raise UsageError("migrate --from takes sqlite:PATH")
+        path = Path(source.removeprefix("sqlite:")).expanduser()  # noqa: ASYNC240
+        copied = await copy_sqlite_into(config, path)
         print("copied " + ", ".join(f"{n} {table}" for table, n in copied.items()))
     store = await open_configured(config)
     try:

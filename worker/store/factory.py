@@ -68,3 +68,15 @@ async def open_configured(config: Config, *, create: bool = True) -> Store:
     """``open_store`` with the ``[worker]`` settings of ``config``."""
     return await open_store(config.worker.database, lease_seconds=config.worker.lease_seconds,
                             create=create, password=config.worker.database_password)
+
+
+async def copy_sqlite_into(config: Config, source: Path) -> dict[str, int]:
+    """``callwatch migrate --from sqlite:PATH``: copy the SQLite database at ``source`` into
+    the (empty) PostgreSQL database ``config`` names; rows copied per table."""
+    if not is_url(config.worker.database):
+        raise BackendUnavailableError("[worker] database must be a postgresql:// URL to copy "
+                                      "a SQLite database into")
+    module = importlib.import_module("worker.store.postgres_import")
+    copied: dict[str, int] = await module.import_from_sqlite(
+        str(config.worker.database), config.worker.database_password, source)
+    return copied

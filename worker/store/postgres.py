@@ -34,7 +34,7 @@ import structlog
 
 from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
 from worker.database_url import PostgresUrl, parse_postgres_url
-from worker.model import DownloadSource, TrackedCall
+from worker.model import DownloadSource, RecordingState, TrackedCall
 from worker.reconcile import Archived, ArchiveFailed, Policy
 from worker.store import postgres_sql as sql
 from worker.store import rows
@@ -57,6 +57,7 @@ from worker.webhooks.base import (
 log = structlog.get_logger("worker.store")
 
 POOL_SIZE = 8
+UNREADABLE_METADATA = {"callwatch": "metadata too deeply nested to read back"}
 
 
 async def open_backend(url: str, *, owner: str, lease_seconds: float,
@@ -213,7 +214,7 @@ class PostgresStore:
             found = await conn.fetch(f"SELECT {rows.CALL_COLUMNS} FROM calls {tail}", *params)
             recordings = await conn.fetch(sql.RECORDINGS_OF, [r[0] for r in found])
         by_call = rows.recordings_by_call(recordings)
-        return [rows.call_from_row(r, by_call.get(r[0], ())) for r in found]
+        return [_readable(r, by_call.get(r[0], ())) for r in found]
 
     # ----------------------------------------------------------------------- outbox
 
@@ -431,6 +432,17 @@ class PostgresStore:
 # A call's state for ``counts``: its terminal kind, else set aside, else its status.
 _STATE = ("COALESCE(terminal, CASE WHEN set_aside_reason IS NOT NULL THEN 'set_aside' END, "
           "status)")
+
+
+def _readable(row: asyncpg.Record, recordings: Sequence[RecordingState]) -> TrackedCall:
+    """The call, with a placeholder for metadata that cannot be decoded (as the SQLite store
+    does): such a call is set aside at its next claim, and ``status`` must still show it."""
+    try:
+        return rows.call_from_row(row, recordings)
+    except (ValueError, RecursionError):
+        values = list(row)
+        values[8] = json.dumps(UNREADABLE_METADATA)
+        return rows.call_from_row(values, recordings)
 
 
 def _count(status: str) -> int:
