@@ -171,7 +171,6 @@ async def test_concurrent_track_from_another_process(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import anyio, sys
         from pathlib import Path
-from typing import Any
         from worker.store.sqlite import SQLiteStore
         from worker.store.base import NewCall
         async def main():
