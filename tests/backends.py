@@ -32,16 +32,19 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def open_store(backend: str, tmp_path: Path,
                      request: pytest.FixtureRequest) -> AsyncIterator[Opener]:
-    """``await open_store(owner=None)``: a store on this test's database; closed after."""
+    """``await open_store(owner=None, lease_seconds=30)``: a store on this test's database;
+    closed after."""
     url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
     opened: list[Any] = []
 
-    async def opener(owner: str | None = None) -> Any:
+    async def opener(owner: str | None = None, lease_seconds: float = 30.0) -> Any:
         store: Any
         if url is None:
-            store = await SQLiteStore.open(tmp_path / "state" / "callwatch.db", owner=owner)
+            store = await SQLiteStore.open(tmp_path / "state" / "callwatch.db", owner=owner,
+                                           lease_seconds=lease_seconds)
         else:
-            store = await PostgresStore.open(parse_postgres_url(url), owner=owner)
+            store = await PostgresStore.open(parse_postgres_url(url), owner=owner,
+                                             lease_seconds=lease_seconds)
         opened.append(store)
         return store
 

@@ -175,9 +175,13 @@ async def test_next_due_at_is_the_earliest_retry_not_leased(store: Any,
     assert second.pk  # still leased: its expiry (T0 + 60) is later than the retry
 
 
-async def test_leased_delivery_is_claimed_again_only_after_its_lease(store: Any,
+async def test_leased_delivery_is_claimed_again_only_after_its_lease(open_store: Opener,
                                                                      tmp_path: Path) -> None:
-    """A claimed delivery whose result never comes is sent again once the lease runs out."""
+    """A claimed delivery whose result never comes is sent again once the lease runs out.
+
+    (PostgreSQL leases for at most the store's lease_seconds, renewed while the worker
+    lives, so a dead worker's deliveries come back within it: here both are LEASE.)"""
+    store = await open_store(lease_seconds=LEASE)
     routes = endpoints(tmp_path)
     (only,) = await emit(store, "call_1", [EventType.CALL_STARTED])
     await store.fan_out(routes.route, T0)
