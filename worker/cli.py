@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="first copy this SQLite database into the (empty) PostgreSQL one")
     demo = commands.add_parser("demo", help="the whole pipeline against the built-in simulator")
     demo.add_argument("--calls", type=int, default=9, help="how many calls to simulate")
+    demo.add_argument("--database", help="an empty PostgreSQL database (postgresql://...) "
+                                         "instead of a SQLite file in a temporary folder")
+    demo.add_argument("--workers", type=int, default=1,
+                      help="how many daemons share the work (needs --database)")
     _delivery_parsers(commands)
     return parser
 
@@ -120,7 +124,9 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
     if args.command == "demo":
         from worker.demo import run_demo
 
-        return run_demo(calls=args.calls)
+        if args.workers < 1 or (args.workers > 1 and args.database is None):
+            raise UsageError("--workers N needs --database postgresql://... (N >= 1)")
+        return run_demo(calls=args.calls, database=args.database, workers=args.workers)
     # Only the daemon and check-config need the credentials; an operator's shell that tracks a
     # call or reads status must not need the daemon's secrets.
     needs_secrets = args.command in ("run", "check-config")

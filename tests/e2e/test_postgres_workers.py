@@ -156,3 +156,17 @@ async def test_connections_cut_under_running_workers_lose_nothing(
         codes = [await d.stop() for d in daemons]
     assert codes == [0, 0]
     assert by_call(sim.sink.requests) == by_call_events(events)
+
+
+def test_the_demo_spreads_over_three_workers(pg_url: str) -> None:
+    """`callwatch demo --database URL --workers 3` settles every call and says what each
+    worker did."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "worker", "demo", "--calls", "6",
+                           "--database", pg_url, "--workers", "3"],
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "done: every call settled" in done.stdout
+    assert all(f"worker {n}:" in done.stdout for n in (1, 2, 3))
