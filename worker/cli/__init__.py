@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any, NoReturn
 
 import anyio
@@ -119,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "Starts simulated providers and a webhook receiver on 127.0.0.1, runs the\n"
                     "real daemon with a temporary config, tracks calls and shows them settle.")
     demo.add_argument("--calls", type=int, default=9, help="how many calls to simulate")
+    demo.add_argument("--database", help="an empty PostgreSQL database (postgresql://...) "
+                                         "instead of a SQLite file in a temporary folder")
+    demo.add_argument("--workers", type=int, default=1,
+                      help="how many daemons share the work (needs --database)")
+    migrate = _command(commands, "migrate", "bring the database schema up to date, then exit",
+                       "Opens the configured database and applies every pending migration\n"
+                       "(under an advisory lock on PostgreSQL, so workers starting meanwhile\n"
+                       "are safe). --from sqlite:PATH first copies a SQLite database into an\n"
+                       "empty PostgreSQL one, so switching loses no tracked call.")
+    migrate.add_argument("--from", dest="source", metavar="sqlite:PATH",
+                         help="first copy this SQLite database into the (empty) PostgreSQL one")
     _delivery_parsers(commands)
     from worker.cli.backfill import add_parser as add_backfill_parser
 
@@ -237,7 +249,9 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
     if args.command == "demo":
         from worker.demo import run_demo
 
-        return run_demo(main, calls=args.calls)
+        if args.workers < 1 or (args.workers > 1 and args.database is None):
+            raise UsageError("--workers N needs --database postgresql://... (N >= 1)")
+        return run_demo(main, calls=args.calls, database=args.database, workers=args.workers)
     # Only the daemon and check-config need the credentials; an operator's shell that tracks a
     # call or reads status must not need the daemon's secrets.
     needs_secrets = args.command in ("run", "check-config", "backfill")
@@ -251,6 +265,8 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
         return _run(config)
     if args.command == "track":
         return _track(config, args)
+    if args.command == "migrate":
+        return anyio.run(_migrate, config, args.source)
     if args.command == "status":
         from worker.cli.status import show_status
 
@@ -278,6 +294,26 @@ def _check_config(config: Config) -> int:
     print(f"{config.source}: OK - providers: {', '.join(sorted(config.providers))}; "
           f"{hooks} webhook endpoint{'s' if hooks != 1 else ''}; database {config.worker.database}"
           f"; archive {config.worker.archive_dir or config.worker.archive or 'off'}")
+    return 0
+
+
+async def _migrate(config: Config, source: str | None) -> int:
+    """Opening a store migrates it (under an advisory lock on PostgreSQL, so workers starting
+    meanwhile are safe); say where and which schema version it is at now. ``--from
+    sqlite:PATH`` first copies a SQLite database into an empty PostgreSQL one."""
+    from worker.store.factory import copy_sqlite_into, open_configured
+
+    if source is not None:
+        if not source.startswith("sqlite:"):
+            raise UsageError("migrate --from takes sqlite:PATH")
+        path = Path(source.removeprefix("sqlite:")).expanduser()  # noqa: ASYNC240
+        copied = await copy_sqlite_into(config, path)
+        print("copied " + ", ".join(f"{n} {table}" for table, n in copied.items()))
+    store = await open_configured(config)
+    try:
+        print(f"database {store.location}: schema version {await store.schema_version()}")
+    finally:
+        await store.close()
     return 0
 
 
