@@ -10,7 +10,8 @@ endpoint, in event order) is its head, and so may be sent (``PROMOTE_NEXT``, ``R
 ``CLAIM`` and the replay's re-heading in ``deliveries_sql.py`` and
 ``postgres_deliveries.py``, all built on ``earlier_open``). It is a set-based rule, "no
 earlier delivery of the same chain is still open", applied by one correlated ``UPDATE``
-per batch of finished deliveries, or per replayed set of calls. Deciding it here would mean reading every affected chain into Python and
+per batch of finished deliveries, or per replayed set of calls. Deciding it here would mean
+reading every affected chain into Python and
 writing the chosen heads back: a second round trip and a read of the chain rows inside the
 relay's write transaction, on the hot path of every delivery, to re-state a predicate that
 ``earlier_open`` already states once. Each backend therefore writes that one predicate in its
