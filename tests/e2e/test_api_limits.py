@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.harness import DaemonUnderTest, wait_until
+from tests.e2e.looplag import Control, assert_loop_lag_low
 from tests.e2e.test_api import TOKEN, api_daemon, free_port
 from worker.simulator import Simulator, World, run_simulator
 
@@ -39,6 +40,17 @@ async def daemon(sim: Simulator, tmp_path: Path) -> AsyncIterator[tuple[DaemonUn
         await running.stop()
 
 
+@pytest.fixture
+def stalls(daemon: tuple[DaemonUnderTest, int]) -> Iterator[Control]:
+    """The daemon's event loop's wait for a CPU, sampled (tests/e2e/looplag.py)."""
+    assert daemon[0].proc is not None
+    control = Control(daemon[0].proc.pid)
+    try:
+        yield control
+    finally:
+        control.stop()
+
+
 def rss_kib(daemon: DaemonUnderTest) -> int:
     """The daemon's resident memory, from /proc."""
     assert daemon.proc is not None
@@ -56,8 +68,9 @@ async def healthz(port: int) -> int:
 
 
 async def test_a_huge_header_is_refused_and_memory_stays_bounded(
-        daemon: tuple[DaemonUnderTest, int]) -> None:
-    """8 MB of one header: refused with a 400 after the head cap; RSS grows by < 30 MB."""
+        daemon: tuple[DaemonUnderTest, int], stalls: Control) -> None:
+    """8 MB of one header: refused with a 400 after the head cap; RSS grows by < 30 MB;
+    event-loop lag under 100 ms."""
     running, port = daemon
     before = rss_kib(running)
     chunk = b"a" * 65536
@@ -79,11 +92,13 @@ async def test_a_huge_header_is_refused_and_memory_stays_bounded(
     assert reply == b"" or reply.startswith(b"HTTP/1.1 400"), reply[:80]
     assert rss_kib(running) - before < 30 * 1024
     assert await healthz(port) == 200
+    assert_loop_lag_low(port, TOKEN, stalls)
 
 
 async def test_slow_loris_connections_do_not_take_healthz_down(
-        daemon: tuple[DaemonUnderTest, int]) -> None:
-    """300 connections dribbling a request head from one address: /healthz keeps answering."""
+        daemon: tuple[DaemonUnderTest, int], stalls: Control) -> None:
+    """300 connections dribbling a request head from one address: /healthz keeps answering,
+    event-loop lag under 100 ms."""
     _, port = daemon
     socks: list[socket.socket] = []
     try:
@@ -97,6 +112,7 @@ async def test_slow_loris_connections_do_not_take_healthz_down(
                     sock.sendall(b"X-a: b\r\n")  # never the blank line that ends the head
             assert await healthz(port) == 200
             await anyio.sleep(1.0)
+        assert_loop_lag_low(port, TOKEN, stalls)
     finally:
         for sock in socks:
             sock.close()
@@ -112,8 +128,9 @@ async def test_a_silent_connection_is_closed(daemon: tuple[DaemonUnderTest, int]
 
 
 async def test_garbage_requests_do_not_flood_the_log(
-        daemon: tuple[DaemonUnderTest, int]) -> None:
-    """200 requests that are not HTTP: each refused, a few warnings logged, not 200."""
+        daemon: tuple[DaemonUnderTest, int], stalls: Control) -> None:
+    """200 requests that are not HTTP: each refused, a few warnings logged, not 200;
+    event-loop lag under 100 ms."""
     running, port = daemon
     for _ in range(200):
         async with await anyio.connect_tcp("127.0.0.1", port) as stream:
@@ -126,6 +143,7 @@ async def test_garbage_requests_do_not_flood_the_log(
     assert reply.status_code == 200
     warnings = [line for line in running.log_lines() if line.get("event") == "uvicorn.log"]
     assert 1 <= len(warnings) <= 20
+    assert_loop_lag_low(port, TOKEN, stalls)
 
 
 async def test_healthz_turns_red_when_the_database_is_deleted_under_the_daemon(

@@ -25,6 +25,7 @@ import pytest
 from anyio.abc import SocketStream, TaskGroup
 
 from tests.e2e.harness import DaemonUnderTest, wait_until
+from tests.e2e.looplag import Control, assert_loop_lag_low
 from tests.webhooks.support import emit
 from worker.demo import write_config
 from worker.model import EventType
@@ -132,10 +133,12 @@ def spellings(port: int) -> list[str]:
 async def test_every_inside_spelling_is_refused_by_track_and_the_api(
         sim: Simulator, tmp_path: Path, listener: Listener) -> None:
     """track exits 2 and the API answers 400, one line each, for every spelling; no call is
-    stored and nothing ever connects to the loopback listener."""
+    stored, nothing ever connects to the loopback listener; event-loop lag under 100 ms."""
     port = free_port()
     daemon = daemon_for(sim, tmp_path, api_port=port)
     daemon.start()
+    assert daemon.proc is not None
+    stalls = Control(daemon.proc.pid)
     try:
         await daemon.wait_ready()
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10,
@@ -148,7 +151,9 @@ async def test_every_inside_spelling_is_refused_by_track_and_the_api(
                     "provider": "envoy", "call_id": f"call_api_{n}", "webhook": url})
                 assert reply.status_code == 400, (url, reply.text)
                 assert reply.json()["error"].startswith("webhook "), url
+        assert_loop_lag_low(port, TOKEN, stalls)
     finally:
+        stalls.stop()
         assert await daemon.stop() == 0
     store = await SQLiteStore.open(daemon.db)
     try:
@@ -220,9 +225,10 @@ async def test_a_tarpit_per_call_webhook_never_delays_the_configured_endpoint(
     """200 calls whose webhook accepts and never answers (60 s timeout): every delivery to
     the configured endpoint, and a canary written afterwards, arrive while the tarpit still
     holds its connections (no tarpit attempt has even timed out), and the tarpit never holds
-    more than the per-call budget."""
+    more than the per-call budget; event-loop lag under 100 ms."""
     hook = "retry_schedule = [60]\ntimeout = 60"
-    daemon = daemon_for(sim, tmp_path, hook=hook,
+    port = free_port()
+    daemon = daemon_for(sim, tmp_path, hook=hook, api_port=port,
                         call_webhooks="allow_private = true\nmax_in_flight = 16")
     store = await SQLiteStore.open(daemon.db)
     try:
@@ -232,6 +238,8 @@ async def test_a_tarpit_per_call_webhook_never_delays_the_configured_endpoint(
     finally:
         await store.close()
     daemon.start()
+    assert daemon.proc is not None
+    stalls = Control(daemon.proc.pid)
     try:
         await daemon.wait_ready()
         await wait_until(lambda: listener.open >= 16, 20, "the tarpit full", daemon)
@@ -243,7 +251,9 @@ async def test_a_tarpit_per_call_webhook_never_delays_the_configured_endpoint(
         await sim.sink.wait_for(lambda r: any(x.header("webhook-id") == canary for x in r)
                                 and len(r) >= 2 * 201, timeout=40)
         held, finished, accepted = listener.open, listener.closed, listener.accepted
+        assert_loop_lag_low(port, TOKEN, stalls)
     finally:
+        stalls.stop()
         assert await daemon.stop() == 0
     assert finished == 0  # every configured delivery arrived before any tarpit attempt ended
     assert 0 < held <= 16 and accepted <= 16

@@ -112,7 +112,7 @@ def test_driver_errors_are_sorted_into_transient_and_permanent() -> None:
 
 def test_the_write_probe_fails_on_a_database_that_refuses_writes(tmp_path: Path) -> None:
     """A read-only database passes BEGIN IMMEDIATE; the probe's header write does not, and
-    the probe writes nothing on a writable one."""
+    the probe changes nothing on a writable one."""
     path = tmp_path / "callwatch.db"
     with sqlite3.connect(path) as setup:
         setup.execute("PRAGMA user_version = 7")

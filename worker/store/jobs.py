@@ -155,15 +155,20 @@ def _readable(row: sqlite3.Row, recordings: Sequence[RecordingState]) -> Tracked
 
 
 def write_probe(db: sqlite3.Connection) -> None:
-    """Take the write lock and change page 1 in memory, then roll back: fails with
-    SQLITE_READONLY (or BUSY, FULL...) when the database refuses writes, writes nothing.
+    """Take the write lock, rewrite page 1 with what it holds and commit: fails with
+    SQLITE_READONLY, IOERR (or BUSY, FULL...) when the database refuses writes.
 
-    ``BEGIN IMMEDIATE`` alone succeeds on a read-only file; the header write does not.
+    ``BEGIN IMMEDIATE`` alone succeeds on a read-only file, and a rolled-back change never
+    reaches the disk: a file system that turned read-only under an open database (ext4's
+    errors=remount-ro after a disk error) only shows on a real write. The commit appends one
+    page to the WAL (no fsync under ``synchronous=NORMAL``); the probe runs every few
+    seconds, not per request, and the content stays the same.
     """
     db.execute("BEGIN IMMEDIATE")
     try:
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         db.execute(f"PRAGMA user_version = {version}")
+        db.execute("COMMIT")
     finally:
         if db.in_transaction:
             db.execute("ROLLBACK")

@@ -4,6 +4,19 @@ A backend is connections, SQL text and row mapping; whatever is a *decision* liv
 SQLite and PostgreSQL cannot drift apart on it: who owns a lease, which endpoints a delivery
 claim takes from and how many, what state a new delivery starts in, and how an archive result
 settles a call. Each backend calls these inside its own transaction.
+
+One decision stays in SQL on purpose: which delivery of a chain (one call's deliveries to one
+endpoint, in event order) is its head, and so may be sent (``PROMOTE_NEXT``, ``RETRY``,
+``CLAIM`` and the replay's re-heading in ``deliveries_sql.py`` and
+``postgres_deliveries.py``, all built on ``earlier_open``). It is a set-based rule, "no
+earlier delivery of the same chain is still open", applied by one correlated ``UPDATE``
+per batch of finished deliveries, or per replayed set of calls. Deciding it here would mean
+reading every affected chain into Python and
+writing the chosen heads back: a second round trip and a read of the chain rows inside the
+relay's write transaction, on the hot path of every delivery, to re-state a predicate that
+``earlier_open`` already states once. Each backend therefore writes that one predicate in its
+own SQL; the contract suite pins that they agree (tests/store/test_queues.py, the
+event-order and replay tests, run against every backend).
 """
 
 from __future__ import annotations
