@@ -26,6 +26,9 @@ from worker.store.errors import PermanentStoreError, StoreError, TransientStoreE
 log = structlog.get_logger("worker.store")
 
 CONNECT_TIMEOUT = 10.0
+# A statement on a connection that died under it (a failover, pg_terminate_backend) must fail
+# and be retried within seconds, not hold a relay or a lane for a minute.
+COMMAND_TIMEOUT = 15.0
 # SQLSTATE classes worth a retry: connection exception, transaction rollback (serialization,
 # deadlock), insufficient resources, operator intervention (shutdown, restart), system error.
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
@@ -68,7 +71,7 @@ class Connections:
     async def connect(cls, where: PostgresUrl, pool_size: int) -> Connections:
         try:
             pool = await asyncpg.create_pool(where.dsn(), min_size=1, max_size=pool_size,
-                                             timeout=CONNECT_TIMEOUT, command_timeout=60)
+                                             timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
         except _DRIVER_ERRORS as exc:
             reason = redact(str(exc) or type(exc).__name__, where.password)
             kind = TransientStoreError if is_transient(exc) else PermanentStoreError
