@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 
+import anyio
 import asyncpg
 import structlog
 
@@ -29,6 +30,7 @@ CONNECT_TIMEOUT = 10.0
 # A statement on a connection that died under it (a failover, pg_terminate_backend) must fail
 # and be retried within seconds, not hold a relay or a lane for a minute.
 COMMAND_TIMEOUT = 15.0
+OPERATION_TIMEOUT = 30.0  # acquire + a whole transaction (a claim or a group commit)
 # SQLSTATE classes worth a retry: connection exception, transaction rollback (serialization,
 # deadlock), insufficient resources, operator intervention (shutdown, restart), system error.
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
@@ -71,7 +73,8 @@ class Connections:
     async def connect(cls, where: PostgresUrl, pool_size: int) -> Connections:
         try:
             pool = await asyncpg.create_pool(where.dsn(), min_size=1, max_size=pool_size,
-                                             timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
+                                             timeout=CONNECT_TIMEOUT,
+                                             command_timeout=COMMAND_TIMEOUT)
         except _DRIVER_ERRORS as exc:
             reason = redact(str(exc) or type(exc).__name__, where.password)
             kind = TransientStoreError if is_transient(exc) else PermanentStoreError
@@ -80,11 +83,21 @@ class Connections:
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        with self.translated():
-            # A bounded wait: after a server restart a pool whose connections all broke
-            # mid-operation must fail over to a retry (transient), never wait forever.
-            async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+        # Bounded, whole: after a failover or cut connections asyncpg can leave a connection
+        # in a state where the next operation or its release never returns ("cannot switch
+        # to state 15"); the deadline turns that into a TimeoutError, translated as
+        # transient, and the pool drops the connection instead of handing it out again.
+        with self.translated(), anyio.fail_after(OPERATION_TIMEOUT):
+            conn = await self.pool.acquire(timeout=CONNECT_TIMEOUT)
+            try:
                 yield conn
+            finally:
+                # The work is done (or has failed on its own): a connection that dies while
+                # it is handed back (its reset fails after a cut) is dropped by the pool and
+                # must not turn a committed claim into an error, whose leased rows nobody
+                # would then handle while our heartbeat kept renewing them.
+                with contextlib.suppress(*_DRIVER_ERRORS):
+                    await self.pool.release(conn)
 
     @contextlib.asynccontextmanager
     async def transaction(self, *locks: int) -> AsyncIterator[asyncpg.Connection]:

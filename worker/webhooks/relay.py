@@ -33,7 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from worker.config import Config
 from worker.store.base import DeliveryStore
-from worker.store.errors import PermanentStoreError
+from worker.store.errors import PermanentStoreError, StoreError
 from worker.store.retry import until_written, write_isolating
 from worker.webhooks import signing, transport
 from worker.webhooks.base import (
@@ -226,10 +226,14 @@ class Relay:
             return first
         others = {url: (0 if url in own else min(room, shared_room))
                   for url, room in rooms.items()}
-        second = await self._store.claim_due_deliveries(
-            self._clock(), free=others,
-            default_free=min(AHEAD * endpoints.per_call_limit, shared_room),
-            limit=shared_room, lease_seconds=lease)
+        try:
+            second = await self._store.claim_due_deliveries(
+                self._clock(), free=others,
+                default_free=min(AHEAD * endpoints.per_call_limit, shared_room),
+                limit=shared_room, lease_seconds=lease)
+        except StoreError as exc:  # the first claim holds leases: never drop what it took
+            log.warning("delivery.claim_failed", error=str(exc))
+            return first
         due = [t for t in (first.next_due_at, second.next_due_at) if t is not None]
         return Claim(deliveries=first.deliveries + second.deliveries,
                      next_due_at=min(due, default=None))
