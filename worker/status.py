@@ -24,6 +24,8 @@ __all__ = ["age", "call_json", "show_status", "table"]  # age, table: shared wit
 def state_of(call: TrackedCall) -> str:
     if call.terminal:
         return str(call.terminal)
+    if call.untracked_at is not None:
+        return "untracked"
     return "set_aside" if call.set_aside else str(call.status)
 
 
@@ -42,7 +44,7 @@ def next_poll(call: TrackedCall, now: float) -> str:
     A poll a few seconds late is normal (a running daemon claims due calls about every
     second); beyond ``OVERDUE_AFTER`` it means the daemon is down, stuck or overloaded.
     """
-    if call.terminal is not None:
+    if call.terminal is not None or call.untracked_at is not None:
         return "-"
     if call.next_poll_at > now:
         return f"in {age(call.next_poll_at - now)}"
@@ -167,7 +169,8 @@ async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
         ("end reason", call.end_reason or "-"),
         ("last poll", rfc3339(call.last_polled_at) or "never"),
         ("next poll", f"{rfc3339(call.next_poll_at)} ({next_poll(call, now)})"
-         if call.terminal is None else "none (done)"),
+         if call.terminal is None and call.untracked_at is None else "none (done)"),
+        *([("untracked", rfc3339(call.untracked_at) or "-")] if call.untracked_at else []),
         ("poll failures", str(call.consecutive_failures)),
         *([("set aside", call.set_aside)] if call.set_aside else []),
         ("metadata", json.dumps(dict(call.metadata)) if call.metadata else "-"),
@@ -192,6 +195,8 @@ def call_json(call: TrackedCall) -> dict[str, Any]:
     data = call_data(call)
     data["state"] = state_of(call)
     data["tracked_at"] = rfc3339(call.tracked_at)
-    data["next_poll_at"] = rfc3339(call.next_poll_at) if call.terminal is None else None
+    data["next_poll_at"] = (rfc3339(call.next_poll_at)
+                            if call.terminal is None and call.untracked_at is None else None)
+    data["untracked_at"] = rfc3339(call.untracked_at)
     data["consecutive_failures"] = call.consecutive_failures
     return data

@@ -40,8 +40,8 @@ from worker.store.base import (
 from worker.store.deliveries import SQLiteDeliveries
 from worker.store.discovery import SQLiteDiscovery
 from worker.store.downloads import SQLiteDownloads
-from worker.store.operator import STATE, SQLiteOperator
 from worker.store.errors import PermanentStoreError, StoreError
+from worker.store.operator import STATE, SQLiteOperator
 from worker.store.planning import dead_owners, owner_is_dead, worker_identity
 from worker.store.sqlite_db import BUSY_TIMEOUT_MS, SCHEMA_VERSION, SQLiteDatabase, migrations
 from worker.webhooks.base import (
