@@ -28,6 +28,7 @@ from worker.archive.archiver import Archiver
 from worker.archive.targets import archive_root
 from worker.config import Config, ConfigError, load
 from worker.discovery import Discovery
+from worker.heartbeat import keep_heartbeat, remove_heartbeat
 from worker.http_pool import ShardedTransport
 from worker.notify import Notifier
 from worker.providers import build_provider
@@ -57,6 +58,7 @@ async def _close(store: Store) -> None:
     """Hand back our leases if the database lets us, then close it: always, whatever the
     database's state, or its thread would keep a stopped daemon alive (SIGTERM must work)."""
     with anyio.CancelScope(shield=True):
+        await remove_heartbeat(store)
         try:
             with anyio.move_on_after(5):
                 await store.release_leases()
@@ -185,6 +187,7 @@ class Daemon:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._watch_signals, runtime)
             outer.start_soon(watch_store, runtime.store)
+            outer.start_soon(keep_heartbeat, runtime.store, components)
             async with anyio.create_task_group() as inner:
                 for component in components:
                     await inner.start(component.run)

@@ -19,7 +19,7 @@ from importlib import resources
 
 import structlog
 
-from worker.api import calls, health, metrics, ultravox
+from worker.api import calls, health, listing, metrics, ultravox
 from worker.api.asgi import (
     ClientGone,
     Handler,
@@ -61,7 +61,9 @@ def routes(ctx: Context) -> list[Route]:
 
     return [
         Route("POST", "/v1/calls", bind(calls.track)),
+        Route("GET", "/v1/calls", bind(listing.list_calls)),
         Route("GET", "/v1/calls/{provider}/{call_id}", bind(calls.get)),
+        Route("DELETE", "/v1/calls/{provider}/{call_id}", bind(listing.untrack)),
         Route("POST", "/v1/providers/ultravox/webhook", bind(ultravox.webhook), auth=False),
         Route("GET", "/healthz", bind(health.healthz), auth=False),
         Route("GET", "/metrics", bind(metrics.metrics)),
@@ -83,7 +85,9 @@ class ApiApp:
         route, reply = await self._answer(Request(scope, receive))
         if reply is None:
             return
-        out = [(b"content-length", str(len(reply.body)).encode()), *reply.headers]
+        # No Content-Length on a 204 (RFC 9110 15.3.5 forbids it).
+        out = [*([] if reply.status == 204 else
+                 [(b"content-length", str(len(reply.body)).encode())]), *reply.headers]
         if reply.content_type is not None:
             out.append((b"content-type", reply.content_type))
         out.append((b"cache-control", b"no-store"))
