@@ -53,9 +53,13 @@ def test_the_error_memory_keeps_the_last_error_level_event_only() -> None:
     """Info and warnings pass by; an error's event and its error field are kept."""
     memory = ErrorMemory()
     memory(None, "warning", {"event": "poll.failed", "error": "timeout"})
-    assert memory.last is None
+    assert kept(memory) is None
     memory(None, "error", {"event": "store.unhealthy", "problem": "disk full"})
-    assert memory.last is not None and memory.last[1] == "store.unhealthy: disk full"
+    assert kept(memory) == "store.unhealthy: disk full"
+
+
+def kept(memory: ErrorMemory) -> str | None:
+    return memory.last[1] if memory.last is not None else None
 
 
 def test_progress_is_the_oldest_component_loop_in_wall_time() -> None:
