@@ -14,9 +14,11 @@ import math
 from urllib.parse import parse_qs
 
 import structlog
+from starlette.requests import Request
+from starlette.responses import Response
 
-from worker.api.asgi import HttpError, Reply, Request, json_reply
 from worker.api.runtime import Context
+from worker.api.web import HttpError, json_response, param
 from worker.model import CallStatus, Terminal
 from worker.status import call_json
 from worker.store.base import CallCursor
@@ -75,7 +77,7 @@ def _limit(text: str | None) -> int:
     return int(text)
 
 
-async def list_calls(ctx: Context, request: Request) -> Reply:
+async def list_calls(ctx: Context, request: Request) -> Response:
     """Tracked calls, newest first; ``next_cursor`` fetches the next page (null: the last)."""
     params = query(request)
     state, provider = params.get("state"), params.get("provider")
@@ -92,13 +94,13 @@ async def list_calls(ctx: Context, request: Request) -> Reply:
             raise HttpError(400, f"'cursor': {exc}") from None
     page = await ctx.runtime.store.list_calls_page(limit=_limit(params.get("limit")),
                                                    provider=provider, state=state, after=after)
-    return json_reply(200, {"calls": [call_json(c) for c in page.calls],
+    return json_response(200, {"calls": [call_json(c) for c in page.calls],
                             "next_cursor": encode_cursor(page.next) if page.next else None})
 
 
-async def untrack(ctx: Context, request: Request) -> Reply:
+async def untrack(ctx: Context, request: Request) -> Response:
     """Stop polling and archiving the call: 204 (again the second time), 404 if unknown."""
-    provider, call_id = request.params["provider"], request.params["call_id"]
+    provider, call_id = param(request, "provider"), param(request, "call_id")
     try:
         check_input(ctx.runtime.config, provider, call_id, None, None)
     except TrackInputError as exc:
@@ -106,4 +108,4 @@ async def untrack(ctx: Context, request: Request) -> Reply:
     if not await ctx.runtime.store.untrack(provider, call_id, ctx.clock()):
         raise HttpError(404, f"{provider[:40]!r} call {call_id[:80]!r} is not tracked")
     log.info("api.untracked", provider=provider, call_id=call_id)
-    return Reply(204, b"", None)
+    return Response(status_code=204)
