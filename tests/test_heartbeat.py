@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -65,11 +67,12 @@ def kept(memory: ErrorMemory) -> str | None:
 def test_progress_is_the_oldest_component_loop_in_wall_time() -> None:
     """The heartbeat's progress time is the least recent component's."""
     class Loop:
-        def __init__(self, at: float) -> None:
-            self.at = at
+        def __init__(self, at: float | None, name: str) -> None:
+            self.at, self.name = at, name
 
-        def progress(self) -> float:
+        def progress(self) -> float | None:
             return self.at
 
-    assert progress_at([Loop(90.0), Loop(95.0), object()], 100.0, T0) == T0 - 10
-    assert progress_at([object()], 100.0, T0) is None
+    loops: list[Any] = [Loop(90.0, "a"), Loop(95.0, "b"), Loop(None, "api")]
+    assert progress_at(loops, 100.0, T0) == T0 - 10
+    assert progress_at(loops[2:], 100.0, T0) is None

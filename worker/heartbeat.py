@@ -14,12 +14,13 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import structlog
 
 from worker import __version__
+from worker.component import AnyComponent
+from worker.health import progress_of
 from worker.logs import LAST_ERROR
 from worker.store.base import Heartbeat, Store, StoreError
 from worker.store.planning import owner_is_dead
@@ -64,13 +65,14 @@ def overall(states: Sequence[DaemonState]) -> str:
     return "running" if "running" in kinds else "stale" if kinds else "stopped"
 
 
-def progress_at(components: Sequence[Any], mono_now: float, wall_now: float) -> float | None:
+def progress_at(components: Sequence[AnyComponent], mono_now: float,
+                wall_now: float) -> float | None:
     """When every component last went round its loop (the oldest of them), as wall time."""
-    times = [p() for c in components if (p := getattr(c, "progress", None)) is not None]
+    times = progress_of(components).values()
     return wall_now - (mono_now - min(times)) if times else None
 
 
-async def keep_heartbeat(store: Store, components: Sequence[Any],
+async def keep_heartbeat(store: Store, components: Sequence[AnyComponent],
                          every: float = BEAT_EVERY) -> None:
     """Write this worker's row every ``every`` seconds until cancelled.
 
