@@ -101,6 +101,7 @@ async def test_untrack_stops_polling_emits_nothing_and_queued_deliveries_still_g
     assert code_json == 0 and [a["status"] for a in attempts][-1] == 200
     assert {a["status"] for a in attempts[:-1]} == {503} and " 503 " in shown
     assert all(a["endpoint"] == sim.sink_url.split("?")[0] for a in attempts)
+    assert attempts[-1]["reply"] and attempts[-1]["duration_ms"] >= 0  # the logged reply
 
 
 async def test_the_api_lists_calls_by_cursor_and_untracks(sim: Simulator,
