@@ -81,6 +81,7 @@ async def keep_heartbeat(store: Store, components: Sequence[AnyComponent],
     """
     started = time.time()
     host, pid = socket.gethostname(), os.getpid()
+    await forget_the_dead(store, host)
     while True:
         now = time.time()
         error = LAST_ERROR.last
@@ -94,6 +95,20 @@ async def keep_heartbeat(store: Store, components: Sequence[AnyComponent],
         except StoreError as exc:
             log.warning("heartbeat.failed", error=str(exc))
         await anyio.sleep(every)
+
+
+async def forget_the_dead(store: Store, host: str) -> int:
+    """At start: remove the rows of workers of this host whose process is gone (a SIGKILL
+    left them), so ``status`` stops calling them stale once a daemon runs again."""
+    gone = 0
+    try:
+        for beat in await store.heartbeats():
+            if beat.owner != store.owner and owner_is_dead(beat.owner, host):
+                await store.remove_heartbeat(beat.owner)
+                gone += 1
+    except StoreError as exc:
+        log.warning("heartbeat.cleanup_failed", error=str(exc))
+    return gone
 
 
 async def remove_heartbeat(store: Store) -> None:

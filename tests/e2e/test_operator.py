@@ -170,6 +170,12 @@ async def test_status_says_running_then_stopped_after_sigterm_and_stale_after_si
     assert data["daemon"]["state"] == "stale"
     assert data["daemon"]["workers"][0]["why"] == "its process is gone"
 
+    daemon.start()  # the next daemon on this host forgets the killed one's row
+    await daemon.wait_ready()
+    await wait_until(lambda: _is(state, "running"), 15, "a heartbeat", daemon)
+    assert len((await status_json(daemon))["daemon"]["workers"]) == 1
+    assert await daemon.stop() == 0
+
 
 async def _is(read: Any, wanted: str) -> bool:
     return bool(await read() == wanted)
