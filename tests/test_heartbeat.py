@@ -7,9 +7,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from worker.cli.status import daemon_json, daemon_lines
 from worker.heartbeat import judge, overall, progress_at
 from worker.logs import ErrorMemory
-from worker.status import daemon_json, daemon_lines
 from worker.store.base import Heartbeat
 from worker.terminal import WIDTH
 

@@ -19,8 +19,8 @@ from starlette.responses import Response
 
 from worker.api.runtime import Context
 from worker.api.web import HttpError, json_response, param
+from worker.call_view import call_json
 from worker.model import CallStatus, Terminal
-from worker.status import call_json
 from worker.store.base import CallCursor
 from worker.track_input import TrackInputError, check_input
 

@@ -62,7 +62,7 @@ async def run_command(config: Config, args: argparse.Namespace) -> int:
         return 0 if args.command == "deliveries" else 1
     try:
         if args.command == "deliveries" and args.show is not None:
-            from worker.webhooks.attempts import show_attempts
+            from worker.cli.attempts import show_attempts
 
             return await show_attempts(store, args.event_id, args.json)
         if args.command == "deliveries":

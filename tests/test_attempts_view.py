@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from worker.cli.attempts import attempt_json, attempt_rows, redact, reply_text
 from worker.store.base import AttemptView
 from worker.terminal import WIDTH, table
-from worker.webhooks.attempts import attempt_json, attempt_rows, redact, reply_text
 from worker.webhooks.base import AttemptLog
 
 SECRET = "tok3n-s3cret"  # noqa: S105 - what must never be shown

@@ -11,8 +11,9 @@ import sys
 import time
 from typing import Any
 
+from worker.call_view import call_json, state_of
 from worker.config import Config
-from worker.events import call_data, rfc3339
+from worker.events import rfc3339
 from worker.heartbeat import DaemonState, judge, overall
 from worker.model import TrackedCall
 from worker.store.base import Store, StoreNotFoundError
@@ -21,14 +22,6 @@ from worker.terminal import WIDTH, age, printable, say, shorten, table
 from worker.urls import safe_url
 
 __all__ = ["age", "call_json", "show_status", "table"]  # age, table: shared with deliveries
-
-
-def state_of(call: TrackedCall) -> str:
-    if call.terminal:
-        return str(call.terminal)
-    if call.untracked_at is not None:
-        return "untracked"
-    return "set_aside" if call.set_aside else str(call.status)
 
 
 def recordings_summary(call: TrackedCall) -> str:
@@ -84,8 +77,8 @@ async def show_status(config: Config, provider: str | None, call_id: str | None,
 
 async def _overview(store: Store, as_json: bool, limit: int, state: str | None,
                     only_provider: str | None) -> int:
-    from worker.archive.report import overview_lines, state_json
-    from worker.webhooks.commands import counts_json, counts_lines
+    from worker.cli.archive_report import overview_lines, state_json
+    from worker.cli.deliveries import counts_json, counts_lines
 
     counts = await store.counts()
     deliveries = await store.delivery_counts()
@@ -148,8 +141,8 @@ async def _calls(store: Store, limit: int, state: str | None,
 
 
 async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
-    from worker.archive.report import downloads_json, recording_lines
-    from worker.webhooks.commands import delivery_json, delivery_lines
+    from worker.cli.archive_report import downloads_json, recording_lines
+    from worker.cli.deliveries import delivery_json, delivery_lines
 
     call = await store.get_call(provider, call_id)
     if call is None:
@@ -225,15 +218,3 @@ def daemon_json(d: DaemonState, now: float) -> dict[str, Any]:
             "last_heartbeat_age_seconds": round(now - h.beat_at, 1),
             "last_progress_at": rfc3339(h.progress_at),
             "last_error": h.last_error, "last_error_at": rfc3339(h.last_error_at)}
-
-
-def call_json(call: TrackedCall) -> dict[str, Any]:
-    """One call as ``status --json`` and the HTTP API show it."""
-    data = call_data(call)
-    data["state"] = state_of(call)
-    data["tracked_at"] = rfc3339(call.tracked_at)
-    data["next_poll_at"] = (rfc3339(call.next_poll_at)
-                            if call.terminal is None and call.untracked_at is None else None)
-    data["untracked_at"] = rfc3339(call.untracked_at)
-    data["consecutive_failures"] = call.consecutive_failures
-    return data

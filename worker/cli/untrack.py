@@ -21,7 +21,7 @@ from worker.store.base import StoreNotFoundError
 from worker.store.factory import open_configured
 from worker.track_input import check_input
 
-log = structlog.get_logger("worker.untrack")
+log = structlog.get_logger("worker.cli.untrack")
 
 
 def add_parser(commands: Any) -> None:
