@@ -140,5 +140,39 @@ def test_status_overview_table(config: Path, capsys: pytest.CaptureFixture[str])
     capsys.readouterr()
     assert run(config, "status") == 0
     out = capsys.readouterr().out
-    assert out.startswith("calls: 2 pending; active: 2")
+    assert out.startswith("daemon: stopped (no worker has a heartbeat on this database)\n"
+                          "calls: 2 pending; active: 2")
     assert "PROVIDER" in out and UUID in out and "call_2" in out
+
+
+def test_untrack_exit_codes_and_status(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """untrack: 0 for a tracked call (twice), 1 with one line if unknown, 2 for bad input."""
+    assert run(config, "untrack", "envoy", "call_2") == 1  # no database yet: unknown
+    assert capsys.readouterr().err.count("\n") == 1
+    assert run(config, "track", "envoy", "call_2") == 0
+    assert run(config, "untrack", "envoy", "call_2") == 0
+    assert run(config, "untrack", "envoy", "call_2") == 0
+    assert run(config, "untrack", "envoy", "call_3") == 1
+    err = capsys.readouterr().err
+    assert err == "callwatch: envoy 'call_3' is not tracked\n"
+    assert run(config, "untrack", "nosuch", "call_2") == 2
+    assert run(config, "untrack", "ultravox", "not-a-uuid") == 2
+    capsys.readouterr()
+    assert run(config, "status", "--state", "untracked") == 0
+    out = capsys.readouterr().out
+    assert "call_2" in out and "untracked" in out
+    assert run(config, "status", "envoy", "call_2", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["state"] == "untracked" and data["next_poll_at"] is None
+    assert data["untracked_at"] is not None
+
+
+def test_deliveries_show_refuses_bad_ids_and_unknown_events(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """deliveries show: exit 2 for a malformed id, 1 with one line for an unknown event."""
+    assert run(config, "track", "envoy", "call_2") == 0
+    assert run(config, "deliveries", "show", "nope") == 2
+    assert run(config, "deliveries", "show") == 2
+    capsys.readouterr()
+    assert run(config, "deliveries", "show", "msg_" + "a" * 32) == 1
+    assert capsys.readouterr().err == f"callwatch: no event {'msg_' + 'a' * 32!r}\n"

@@ -14,10 +14,12 @@ from worker.model import TrackedCall
 
 
 def state_of(call: TrackedCall) -> str:
-    """The one word a call's state is shown as: its terminal state, else ``set_aside``, else
-    its status."""
+    """The one word a call's state is shown as: its terminal state, else ``untracked``, else
+    ``set_aside``, else its status."""
     if call.terminal:
         return str(call.terminal)
+    if call.untracked_at is not None:
+        return "untracked"
     return "set_aside" if call.set_aside else str(call.status)
 
 
@@ -26,6 +28,8 @@ def call_json(call: TrackedCall) -> dict[str, Any]:
     data = call_data(call)
     data["state"] = state_of(call)
     data["tracked_at"] = rfc3339(call.tracked_at)
-    data["next_poll_at"] = rfc3339(call.next_poll_at) if call.terminal is None else None
+    data["next_poll_at"] = (rfc3339(call.next_poll_at)
+                            if call.terminal is None and call.untracked_at is None else None)
+    data["untracked_at"] = rfc3339(call.untracked_at)
     data["consecutive_failures"] = call.consecutive_failures
     return data

@@ -30,6 +30,7 @@ from worker.archive.targets import archive_root
 from worker.component import AnyComponent
 from worker.config import Config, ConfigError, load
 from worker.discovery import Discovery
+from worker.heartbeat import keep_heartbeat, remove_heartbeat
 from worker.http_pool import ShardedTransport
 from worker.looplag import LoopLagMonitor, LoopLagStats
 from worker.notify import Notifier
@@ -50,6 +51,7 @@ async def _close(store: Store) -> None:
     """Hand back our leases if the database lets us, then close it: always, whatever the
     database's state, or its thread would keep a stopped daemon alive (SIGTERM must work)."""
     with anyio.CancelScope(shield=True):
+        await remove_heartbeat(store)
         try:
             with anyio.move_on_after(5):
                 await store.release_leases()
@@ -187,6 +189,7 @@ class Daemon:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._watch_signals, runtime)
             outer.start_soon(watch_store, runtime.store)
+            outer.start_soon(keep_heartbeat, runtime.store, components)
             async with anyio.create_task_group() as inner:
                 for component in components:
                     await inner.start(component.run)

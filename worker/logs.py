@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
@@ -37,6 +38,28 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]
         ):
             event_dict[key] = "**********"
     return event_dict
+
+
+class ErrorMemory:
+    """A structlog processor that remembers the last error-level event of this process.
+
+    Installed by ``setup``; the heartbeat (``worker/heartbeat.py``) copies it into the
+    worker's row. It runs after the redaction processor, so it keeps what the log shows.
+    """
+
+    def __init__(self) -> None:
+        self.last: tuple[float, str] | None = None
+
+    def __call__(self, _logger: Any, method: str, event_dict: MutableMapping[str, Any]
+                 ) -> MutableMapping[str, Any]:
+        if method in ("error", "exception", "critical"):
+            detail = event_dict.get("error") or event_dict.get("problem")
+            event = str(event_dict.get("event", "error"))
+            self.last = (time.time(), f"{event}: {detail}"[:300] if detail else event[:300])
+        return event_dict
+
+
+LAST_ERROR = ErrorMemory()
 
 
 # sd-daemon(3) priorities, as journald reads them from a "<N>" prefix.
@@ -77,6 +100,7 @@ def setup(level: str = "info", stream: TextIO | None = None, *, json: bool | Non
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info if as_json else structlog.dev.set_exc_info,
             redact,
+            LAST_ERROR,  # the heartbeat shows the last error (worker/heartbeat.py)
             renderer,
             *([priority_prefix] if journal else []),
         ],

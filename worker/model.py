@@ -203,6 +203,7 @@ class TrackedCall:
     next_poll_at: float = 0.0
     pk: int | None = None  # the store's row id, None before the first insert
     set_aside: str | None = None  # why its results cannot be stored: no longer polled
+    untracked_at: float | None = None  # when `untrack` stopped it: no longer polled
 
     def replace(self, **changes: Any) -> TrackedCall:
         """``dataclasses.replace``, without re-running the frozen ``__init__``.

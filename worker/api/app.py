@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from worker.api import calls, health, metrics, ultravox
+from worker.api import calls, health, listing, metrics, ultravox
 from worker.api.middleware import BearerAuth, BodyCap, Observe, Paths
 from worker.api.runtime import ApiRuntime, Context
 from worker.api.web import JSON_TYPE, HttpError, error_response, path
@@ -60,8 +60,9 @@ def routes(ctx: Context, exporter: metrics.Metrics) -> list[BaseRoute]:
         return bound
 
     return [
-        path("/v1/calls", POST=bind(calls.track)),
-        path("/v1/calls/{provider}/{call_id}", GET=bind(calls.get)),
+        path("/v1/calls", POST=bind(calls.track), GET=bind(listing.list_calls)),
+        path("/v1/calls/{provider}/{call_id}", GET=bind(calls.get),
+             DELETE=bind(listing.untrack)),
         path(WEBHOOK_PATH, POST=bind(ultravox.webhook)),
         path("/healthz", GET=bind(health.healthz)),
         path("/metrics", GET=scrape),

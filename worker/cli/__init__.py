@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("provider", nargs="?", metavar="PROVIDER",
                         help="with CALL_ID: show this one call in detail")
     status.add_argument("call_id", nargs="?", metavar="CALL_ID")
-    status.add_argument("--state", choices=[str(s) for s in (*CallStatus, *Terminal)],
+    status.add_argument("--state", choices=[str(s) for s in (*CallStatus, *Terminal)]
+                        + ["untracked", "set_aside"],
                         help="list only calls in this state")
     status.add_argument("--provider", dest="only_provider", metavar="NAME",
                         help="list only calls of this provider")
@@ -135,13 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.cli.backfill import add_parser as add_backfill_parser
 
     add_backfill_parser(commands)
+    from worker.cli.untrack import add_parser as add_untrack_parser
+
+    add_untrack_parser(commands)
     return parser
 
 
 def _delivery_parsers(commands: Any) -> None:
     listing = _command(commands, "deliveries", "webhook deliveries, newest first",
                        "Grouped by call and endpoint: event id, event type, state, attempts,\n"
-                       "the last answer and when the next attempt is due.")
+                       "the last answer and when the next attempt is due.\n"
+                       "`deliveries show EVENT_ID`: every attempt of one event (time, status,\n"
+                       "duration, the first bytes of the reply; URLs without their secrets).")
+    listing.add_argument("show", nargs="?", choices=["show"],
+                         help="show every attempt of EVENT_ID")
+    listing.add_argument("event_id", nargs="?", metavar="EVENT_ID")
     which = listing.add_mutually_exclusive_group()
     which.add_argument("--failed", action="store_true",
                        help="only those waiting after a failed attempt or for a disabled endpoint")
@@ -240,7 +249,7 @@ def _error_prefix() -> str:
     return "<3>" if logs.is_journal(sys.stderr, os.environ) else ""
 
 
-def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per command
+def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one branch per command
     from worker import logs
 
     # Commands other than run keep stdout for their output; only warnings go to stderr.
@@ -274,6 +283,14 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
             raise UsageError("status takes either nothing or PROVIDER CALL_ID")
         return anyio.run(partial(show_status, config, args.provider, args.call_id, args.json,
                                  args.limit, state=args.state, only_provider=args.only_provider))
+    if args.command == "untrack":
+        from worker.cli.untrack import run_untrack
+        from worker.track_input import TrackInputError
+
+        try:
+            return anyio.run(run_untrack, config, args)
+        except TrackInputError as exc:
+            raise UsageError(str(exc)) from None
     if args.command == "backfill":
         from worker.cli.backfill import run_backfill
 

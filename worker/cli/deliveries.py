@@ -54,12 +54,18 @@ async def run_command(config: Config, args: argparse.Namespace) -> int:
         raise BadInputError("--limit must be 1 or more")
     if args.command == "replay":
         _check_replay(args)
+    if args.command == "deliveries":
+        _check_show(args)
     try:
         store = await open_configured(config, create=False)
     except StoreNotFoundError as exc:
         print(f"{exc}: nothing was delivered", file=sys.stderr)
         return 0 if args.command == "deliveries" else 1
     try:
+        if args.command == "deliveries" and args.show is not None:
+            from worker.cli.attempts import show_attempts
+
+            return await show_attempts(store, args.event_id, args.json)
         if args.command == "deliveries":
             return await _deliveries(store, args)
         return await _replay(store, args)
@@ -76,6 +82,19 @@ def _check_replay(args: argparse.Namespace) -> None:
         raise BadInputError(f"malformed event id {args.event_id[:60]!r}: ids look like msg_ and "
                        f"32 letters and digits (see `callwatch deliveries`)")
     args.since_ts = parse_since(args.since, time.time()) if args.since is not None else None
+
+
+def _check_show(args: argparse.Namespace) -> None:
+    """``deliveries show EVENT_ID``: the one positional form of ``deliveries``."""
+    if args.show is None:
+        if args.event_id is not None:
+            raise BadInputError(f"unexpected {args.event_id[:40]!r}: did you mean "
+                                f"`deliveries show EVENT_ID`?")
+        return
+    if args.event_id is None or not EVENT_ID.fullmatch(args.event_id):
+        given = "" if args.event_id is None else f" {args.event_id[:60]!r}"
+        raise BadInputError(f"deliveries show needs an event id{given}: ids look like msg_ "
+                            f"and 32 letters and digits (see `callwatch deliveries`)")
 
 
 async def _deliveries(store: Store, args: argparse.Namespace) -> int:

@@ -6,12 +6,15 @@ Reads the database directly (never the daemon), so it works whether or not the d
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
+from typing import Any
 
 from worker.call_view import call_json, state_of
 from worker.config import Config
 from worker.events import rfc3339
+from worker.heartbeat import DaemonState, judge, overall
 from worker.model import TrackedCall
 from worker.store.base import Store, StoreNotFoundError
 from worker.store.factory import open_configured
@@ -36,7 +39,7 @@ def next_poll(call: TrackedCall, now: float) -> str:
     A poll a few seconds late is normal (a running daemon claims due calls about every
     second); beyond ``OVERDUE_AFTER`` it means the daemon is down, stuck or overloaded.
     """
-    if call.terminal is not None:
+    if call.terminal is not None or call.untracked_at is not None:
         return "-"
     if call.next_poll_at > now:
         return f"in {age(call.next_poll_at - now)}"
@@ -82,8 +85,11 @@ async def _overview(store: Store, as_json: bool, limit: int, state: str | None,
     archive = await store.archive_state()
     calls = await _calls(store, limit, state, only_provider)
     now = time.time()
+    daemons = judge(await store.heartbeats(), now, socket.gethostname())
     if as_json:
         print(json.dumps({
+            "daemon": {"state": overall(daemons), "workers": [daemon_json(d, now)
+                                                              for d in daemons]},
             "calls_by_state": [{"provider": p, "state": s, "calls": n}
                                for (p, s), n in sorted(counts.calls_by_state.items())],
             "events": counts.events,
@@ -96,13 +102,16 @@ async def _overview(store: Store, as_json: bool, limit: int, state: str | None,
     for (_, kind), n in counts.calls_by_state.items():
         totals[kind] = totals.get(kind, 0) + n
     summary = ", ".join(f"{n} {kind}" for kind, n in sorted(totals.items())) or "none"
+    for line in daemon_lines(daemons, now):
+        say(line)
     say(f"calls: {summary}; active: {counts.active}; events written: {counts.events}")
     say("\n".join(counts_lines(deliveries, now)))
     for line in overview_lines(archive, now):
         say(line)
     if counts.oldest_due_at is not None and counts.oldest_due_at < now - OVERDUE_AFTER:
-        say(f"warning: the oldest due poll is {age(now - counts.oldest_due_at)} overdue "
-            f"(is the daemon running?)")
+        why = ("the daemon is behind" if overall(daemons) == "running"
+               else "no daemon is running on this database")
+        say(f"warning: the oldest due poll is {age(now - counts.oldest_due_at)} overdue ({why})")
     rows = [[c.provider, c.call_id, state_of(c), age(now - c.tracked_at),
              recordings_summary(c), next_poll(c, now)] for c in calls]
     if rows:
@@ -161,7 +170,8 @@ async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
         ("end reason", call.end_reason or "-"),
         ("last poll", rfc3339(call.last_polled_at) or "never"),
         ("next poll", f"{rfc3339(call.next_poll_at)} ({next_poll(call, now)})"
-         if call.terminal is None else "none (done)"),
+         if call.terminal is None and call.untracked_at is None else "none (done)"),
+        *([("untracked", rfc3339(call.untracked_at) or "-")] if call.untracked_at else []),
         ("poll failures", str(call.consecutive_failures)),
         *([("set aside", call.set_aside)] if call.set_aside else []),
         ("metadata", json.dumps(dict(call.metadata)) if call.metadata else "-"),
@@ -179,3 +189,32 @@ async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
     for line in delivery_lines(deliveries, now, with_call=False, width=98):
         say("  " + line)
     return 0
+
+
+def daemon_lines(daemons: list[DaemonState], now: float) -> list[str]:
+    """``daemon: running (pid 4242 on host, up 3h12m, version 1.2.0, beat 2s ago)``, one line
+    per worker row, then its last error; ``daemon: stopped`` when there is none."""
+    if not daemons:
+        return ["daemon: stopped (no worker has a heartbeat on this database)"]
+    lines = []
+    for d in daemons:
+        h = d.heartbeat
+        lines.append(shorten(
+            f"daemon: {d.state} (pid {h.pid} on {h.host}, up {age(h.beat_at - h.started_at)}, "
+            f"version {h.version}, last heartbeat {age(now - h.beat_at)} ago"
+            + (f"; {d.why}" if d.why else "") + ")", WIDTH))
+        if h.last_error is not None and h.last_error_at is not None:
+            lines.append(shorten(f"  last error {age(now - h.last_error_at)} ago: "
+                                 f"{h.last_error}", WIDTH))
+    return lines
+
+
+def daemon_json(d: DaemonState, now: float) -> dict[str, Any]:
+    h = d.heartbeat
+    return {"state": d.state, "why": d.why, "host": h.host, "pid": h.pid,
+            "version": h.version, "started_at": rfc3339(h.started_at),
+            "uptime_seconds": round(h.beat_at - h.started_at, 1),
+            "last_heartbeat_at": rfc3339(h.beat_at),
+            "last_heartbeat_age_seconds": round(now - h.beat_at, 1),
+            "last_progress_at": rfc3339(h.progress_at),
+            "last_error": h.last_error, "last_error_at": rfc3339(h.last_error_at)}

@@ -39,6 +39,7 @@ from worker.store.errors import (
     TransientStoreError,
 )
 from worker.webhooks.base import (
+    AttemptLog,
     AttemptResult,
     Claim,
     DeliveryCounts,
@@ -106,6 +107,50 @@ class StoreHealth:
     problem: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CallCursor:
+    """Where a page of ``list_calls_page`` ended: the last call's (tracked_at, pk).
+
+    Keyset pagination: the next page starts strictly after it in (tracked_at, pk)
+    descending order, so calls tracked meanwhile never shift or repeat a page.
+    """
+
+    tracked_at: float
+    pk: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CallPage:
+    """One page of tracked calls, newest first; ``next`` is None on the last page."""
+
+    calls: list[TrackedCall]
+    next: CallCursor | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Heartbeat:
+    """A running worker's row: who it is, since when, and when it last showed life."""
+
+    owner: str
+    host: str
+    pid: int
+    version: str
+    started_at: float
+    beat_at: float
+    progress_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AttemptView:
+    """One logged delivery attempt of an event, with the endpoint it went to."""
+
+    endpoint: str
+    state: str  # the delivery's state now
+    attempt: AttemptLog
+
+
 class CallStore(Protocol):
     """Domain-level persistence of tracked calls and their outbox."""
 
@@ -166,6 +211,24 @@ class CallStore(Protocol):
         """
         ...
 
+    async def untrack(self, provider: str, call_id: str, now: float) -> bool:
+        """Stop polling and archiving a call, for good; no event is written.
+
+        Its deliveries already queued still go out; its recordings not yet archived are no
+        longer download jobs (archived files stay). The first untrack's ``now`` is kept as
+        ``untracked_at``; ``counts`` reports the call in the state ``untracked`` (unless it
+        had settled). True when the call is tracked (again on a second untrack).
+        """
+        ...
+
+    async def list_calls_page(self, *, limit: int, provider: str | None = None,
+                              state: str | None = None,
+                              after: CallCursor | None = None) -> CallPage:
+        """Tracked calls newest first (by tracked_at, then pk), ``limit`` at most, only of
+        ``provider`` and in ``state`` (as ``counts`` names states) if given, starting after
+        the cursor of the previous page."""
+        ...
+
     async def wait_for_change(self, timeout: float) -> bool:  # noqa: ASYNC109 - a wake-up
         """Return True as soon as another process may have changed due work (tracked a call,
         made one due, wrote events, released leases), False once ``timeout`` has passed.
@@ -222,6 +285,10 @@ class DeliveryStore(Protocol):
                               call: tuple[str, str] | None = None,
                               limit: int = 50) -> list[DeliveryView]:
         """Deliveries, newest first (in event order for one ``call``)."""
+        ...
+
+    async def event_attempts(self, event_id: str) -> list[AttemptView] | None:
+        """Every logged attempt to deliver the event, oldest first; None if no such event."""
         ...
 
     async def delivery_counts(self) -> DeliveryCounts: ...
@@ -348,6 +415,18 @@ class StoreLifecycle(Protocol):
         ...
 
     async def schema_version(self) -> int: ...
+
+    async def beat(self, heartbeat: Heartbeat) -> None:
+        """Write this worker's heartbeat row (``heartbeat.owner``), replacing the last."""
+        ...
+
+    async def remove_heartbeat(self, owner: str) -> None:
+        """At a clean stop: the worker is gone, not stale."""
+        ...
+
+    async def heartbeats(self) -> list[Heartbeat]:
+        """Every worker's heartbeat row, the latest beat first."""
+        ...
 
     async def integrity_check(self) -> str:
         """A full check of the data: ``"ok"`` or what is wrong (``callwatch check``)."""

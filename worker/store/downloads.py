@@ -30,7 +30,8 @@ _JOB_COLUMNS = (
     "r.call_pk, r.recording_id, c.provider, c.call_id, r.url, r.url_expires_at, "
     "r.content_type, r.size, r.download_attempts, r.download_error"
 )
-_PENDING = ("r.status = 'available' AND c.terminal IS NULL AND c.provider IN ({providers})")
+_PENDING = ("r.status = 'available' AND c.terminal IS NULL AND c.untracked_at IS NULL "
+            "AND c.provider IN ({providers})")
 _FREE = "(r.download_lease_until IS NULL OR r.download_lease_until < ?)"
 
 
@@ -161,7 +162,7 @@ class SQLiteDownloads:
                                      "WHERE id = 1")
         pending = await self._db.fetchone(
             "SELECT COUNT(*) FROM recordings r JOIN calls c ON c.pk = r.call_pk "
-            "WHERE r.status = 'available' AND c.terminal IS NULL")
+            "WHERE r.status = 'available' AND c.terminal IS NULL AND c.untracked_at IS NULL")
         return ArchiveState(paused_reason=state[0] if state else None,
                             paused_since=state[1] if state else None,
                             pending=int(pending[0]) if pending else 0)

@@ -40,8 +40,12 @@ from worker.store import postgres_sql as sql
 from worker.store import rows
 from worker.store.base import (
     DISCOVERY_LEASE,
+    AttemptView,
+    CallCursor,
+    CallPage,
     Counts,
     DiscoveryState,
+    Heartbeat,
     NewCall,
     PollApplied,
     Store,
@@ -49,11 +53,13 @@ from worker.store.base import (
     StoreHealth,
 )
 from worker.store.errors import PermanentStoreError, StoreError
+from worker.store.operator import STATE
 from worker.store.planning import dead_owners, worker_identity
 from worker.store.postgres_db import CONNECT_TIMEOUT, Connections, notify, write_decisions
 from worker.store.postgres_deliveries import PostgresDeliveries
 from worker.store.postgres_discovery import PostgresDiscovery
 from worker.store.postgres_downloads import PostgresDownloads
+from worker.store.postgres_operator import PostgresOperator
 from worker.webhooks.base import (
     AttemptResult,
     Claim,
@@ -94,6 +100,7 @@ class PostgresStore:
         self.deliveries = PostgresDeliveries(db, owner, lease_seconds, self.start_heartbeat)
         self.downloads = PostgresDownloads(db, owner, lease_seconds, self.start_heartbeat)
         self.discovery = PostgresDiscovery(db, owner)
+        self.operator = PostgresOperator(db, self._calls)
 
     @classmethod
     async def open(cls, where: PostgresUrl, *, lease_seconds: float = 30.0,
@@ -455,10 +462,31 @@ class PostgresStore:
     async def discovery_state(self, provider: str) -> DiscoveryState | None:
         return await self.discovery.discovery_state(provider)
 
+    # ------------------------------------------- operator (``postgres_operator.py``)
 
-# A call's state for ``counts``: its terminal kind, else set aside, else its status.
-_STATE = ("COALESCE(terminal, CASE WHEN set_aside_reason IS NOT NULL THEN 'set_aside' END, "
-          "status)")
+    async def untrack(self, provider: str, call_id: str, now: float) -> bool:
+        return await self.operator.untrack(provider, call_id, now)
+
+    async def list_calls_page(self, *, limit: int, provider: str | None = None,
+                              state: str | None = None,
+                              after: CallCursor | None = None) -> CallPage:
+        return await self.operator.list_calls_page(limit=limit, provider=provider,
+                                                   state=state, after=after)
+
+    async def event_attempts(self, event_id: str) -> list[AttemptView] | None:
+        return await self.operator.event_attempts(event_id)
+
+    async def beat(self, heartbeat: Heartbeat) -> None:
+        await self.operator.beat(heartbeat)
+
+    async def remove_heartbeat(self, owner: str) -> None:
+        await self.operator.remove_heartbeat(owner)
+
+    async def heartbeats(self) -> list[Heartbeat]:
+        return await self.operator.heartbeats()
+
+
+_STATE = STATE  # a call's state for ``counts`` (``operator.py``, shared with SQLite)
 
 
 def _readable(row: asyncpg.Record, recordings: Sequence[RecordingState]) -> TrackedCall:

@@ -26,7 +26,8 @@ log = structlog.get_logger("worker.store")
 
 _JOB_COLUMNS = ("r.call_pk, r.recording_id, c.provider, c.call_id, r.url, r.url_expires_at, "
                 "r.content_type, r.size, r.download_attempts, r.download_error")
-_PENDING = "r.status = 'available' AND c.terminal IS NULL AND c.provider = ANY($1)"
+_PENDING = ("r.status = 'available' AND c.terminal IS NULL AND c.untracked_at IS NULL "
+            "AND c.provider = ANY($1)")
 _CLAIM = (
     "WITH due AS (SELECT r.call_pk, r.recording_id FROM recordings r JOIN calls c ON "
     f"c.pk = r.call_pk WHERE {_PENDING} AND r.download_next_at <= $2 AND "
@@ -158,7 +159,8 @@ class PostgresDownloads:
                 "SELECT paused_reason, paused_since FROM archive_state WHERE id = 1")
             pending = await conn.fetchval(
                 "SELECT COUNT(*) FROM recordings r JOIN calls c ON c.pk = r.call_pk "
-                "WHERE r.status = 'available' AND c.terminal IS NULL")
+                "WHERE r.status = 'available' AND c.terminal IS NULL "
+                "AND c.untracked_at IS NULL")
         return ArchiveState(paused_reason=state[0] if state else None,
                             paused_since=state[1] if state else None,
                             pending=int(pending or 0))

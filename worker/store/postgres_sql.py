@@ -53,7 +53,9 @@ UPDATE_CALLS = (
     "terminal = v.terminal, terminal_reason = v.terminal_reason, "
     "not_found_since = v.not_found_since, consecutive_failures = v.consecutive_failures, "
     "updated_at = v.updated_at, last_polled_at = v.last_polled_at, "
-    "next_poll_at = v.next_poll_at, lease_owner = NULL, lease_until = NULL, "
+    # An untracked call stays unpolled even if a poll in flight commits after it.
+    "next_poll_at = CASE WHEN c.untracked_at IS NULL THEN v.next_poll_at END, "
+    "lease_owner = NULL, lease_until = NULL, "
     "last_snapshot = COALESCE(v.last_snapshot, c.last_snapshot) "
     "FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::text[], $6::int[], "
     "$7::int[], $8::text[], $9::text[], $10::float8[], $11::int[], $12::float8[], "

@@ -28,13 +28,13 @@ CALL_COLUMNS = (
     "pk, provider, call_id, status, provider_status, started_at, ended_at, end_reason, "
     "metadata, webhook_url, started_notified, ended_notified, terminal, terminal_reason, "
     "not_found_since, consecutive_failures, tracked_at, last_polled_at, next_poll_at, "
-    "set_aside_reason"
+    "set_aside_reason, untracked_at"
 )
 # Where CALL_COLUMNS has its REAL columns (a claim reads them as quote()d text).
 REAL_CALL_POSITIONS = frozenset(
     i for i, name in enumerate(CALL_COLUMNS.split(", "))
     if name in {"started_at", "ended_at", "not_found_since", "tracked_at", "last_polled_at",
-                "next_poll_at"})
+                "next_poll_at", "untracked_at"})
 RECORDING_COLUMNS = (
     "call_pk, recording_id, status, url, url_expires_at, content_type, size, first_seen_at, "
     "reason, archive_path, archive_size, archive_sha256"
@@ -70,6 +70,7 @@ def call_from_row(row: Sequence[Any], recordings: Iterable[RecordingState] = ()
         last_polled_at=row[17],
         next_poll_at=row[18] if row[18] is not None else 0.0,
         set_aside=row[19],
+        untracked_at=row[20],
         recordings=tuple(recordings),
     )
 
@@ -144,7 +145,10 @@ def _call_update_sql(count: int) -> str:
     tens of milliseconds; one statement is one step. Parameters are bound, not rendered into
     JSON or text, so every float arrives exactly.
     """
-    sets = ", ".join(f"{name} = v.column{i}" for i, name in enumerate(_UPDATED, 1))
+    # An untracked call stays unpolled even if a poll that was in flight commits after it.
+    sets = ", ".join(f"{name} = CASE WHEN calls.untracked_at IS NULL THEN v.column{i} END"
+                     if name == "next_poll_at" else f"{name} = v.column{i}"
+                     for i, name in enumerate(_UPDATED, 1))
     row = "(" + ",".join("?" * _PARAMS_PER_CALL) + ")"
     return (f"UPDATE calls SET {sets}, lease_owner = NULL, lease_until = NULL, "
             f"last_snapshot = COALESCE(v.column{len(_UPDATED) + 1}, calls.last_snapshot) "

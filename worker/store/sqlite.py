@@ -26,8 +26,12 @@ from worker.reconcile import Archived, ArchiveFailed, Policy
 from worker.store import jobs, rows
 from worker.store.base import (
     DISCOVERY_LEASE,
+    AttemptView,
+    CallCursor,
+    CallPage,
     Counts,
     DiscoveryState,
+    Heartbeat,
     NewCall,
     PollApplied,
     StoredEvent,
@@ -37,6 +41,7 @@ from worker.store.deliveries import SQLiteDeliveries
 from worker.store.discovery import SQLiteDiscovery
 from worker.store.downloads import SQLiteDownloads
 from worker.store.errors import PermanentStoreError, StoreError
+from worker.store.operator import STATE, SQLiteOperator
 from worker.store.planning import dead_owners, owner_is_dead, worker_identity
 from worker.store.sqlite_db import BUSY_TIMEOUT_MS, SCHEMA_VERSION, SQLiteDatabase, migrations
 from worker.webhooks.base import (
@@ -71,6 +76,7 @@ class SQLiteStore:
         self.deliveries = SQLiteDeliveries(db, owner)
         self.downloads = SQLiteDownloads(db, owner, lease_seconds)
         self.discovery = SQLiteDiscovery(db, owner)
+        self.operator = SQLiteOperator(db)
 
     @classmethod
     async def open(cls, path: Path, owner: str | None = None, *,
@@ -363,6 +369,28 @@ class SQLiteStore:
     async def download_info(self, provider: str, call_id: str) -> dict[str, DownloadInfo]:
         return await self.downloads.download_info(provider, call_id)
 
+    # --------------------------------------------------- operator (``operator.py``)
+
+    async def untrack(self, provider: str, call_id: str, now: float) -> bool:
+        return await self.operator.untrack(provider, call_id, now)
+
+    async def list_calls_page(self, *, limit: int, provider: str | None = None,
+                              state: str | None = None,
+                              after: CallCursor | None = None) -> CallPage:
+        return await self.operator.list_calls_page(limit=limit, provider=provider,
+                                                   state=state, after=after)
+
+    async def event_attempts(self, event_id: str) -> list[AttemptView] | None:
+        return await self.operator.event_attempts(event_id)
+
+    async def beat(self, heartbeat: Heartbeat) -> None:
+        await self.operator.beat(heartbeat)
+
+    async def remove_heartbeat(self, owner: str) -> None:
+        await self.operator.remove_heartbeat(owner)
+
+    async def heartbeats(self) -> list[Heartbeat]:
+        return await self.operator.heartbeats()
 
     # --------------------------------------------------- discovery (``discovery.py``)
 
@@ -381,9 +409,7 @@ class SQLiteStore:
         return await self.discovery.discovery_state(provider)
 
 
-# A call's state for ``counts``: its terminal kind, else set aside, else its status.
-_STATE = ("COALESCE(terminal, CASE WHEN set_aside_reason IS NOT NULL THEN 'set_aside' END, "
-          "status)")
+_STATE = STATE  # a call's state for ``counts`` (``operator.py``)
 
 def _track_params(call: NewCall, now: float) -> tuple[Any, ...]:
     try:
