@@ -56,3 +56,7 @@ BEGIN
                                                  THEN 'set_aside' END, NEW.status), 1)
     ON CONFLICT (provider, state) DO UPDATE SET n = n + 1;
 END;
+
+-- `status` lists the newest calls: without this index that sorted every call (a second at a
+-- million). tracked_at never changes after the insert, so polls do not pay for it.
+CREATE INDEX calls_newest ON calls (tracked_at, pk);
