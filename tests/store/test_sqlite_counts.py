@@ -54,7 +54,8 @@ async def test_the_migration_counts_calls_tracked_before_it(tmp_path: Path) -> N
     await store.set_aside("envoy", "b", "bad", T0)
     await store.close()
     sql(path, "DROP TRIGGER call_counts_insert", "DROP TRIGGER call_counts_update",
-        "DROP TRIGGER call_counts_delete", "DROP TABLE call_counts", "PRAGMA user_version=5")
+        "DROP TRIGGER call_counts_delete", "DROP TABLE call_counts", "DROP INDEX calls_newest",
+        "PRAGMA user_version=5")
     store = await SQLiteStore.open(path)
     try:
         assert dict((await store.counts()).calls_by_state) == {
