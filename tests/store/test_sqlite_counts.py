@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.store.support import T0, tracked
+from worker import daemon
 from worker.store.sqlite import SQLiteStore
 from worker.store.sqlite_db import _statements
 
@@ -64,9 +65,9 @@ async def test_the_migration_counts_calls_tracked_before_it(tmp_path: Path) -> N
         await store.close()
 
 
-async def test_recover_repairs_counts_that_drifted(tmp_path: Path) -> None:
-    """Counts edited by hand (or by a bug) are put right at the next start, with a warning;
-    counts that are right are left alone, silently."""
+async def test_the_daemon_repairs_counts_that_drifted(tmp_path: Path) -> None:
+    """Counts edited by hand (or by a bug) are put right by the daemon's recount after start,
+    with a warning; counts that are right are left alone, silently."""
     path = tmp_path / "callwatch.db"
     store = await SQLiteStore.open(path)
     try:
@@ -76,13 +77,15 @@ async def test_recover_repairs_counts_that_drifted(tmp_path: Path) -> None:
             "INSERT INTO call_counts VALUES ('ghost', 'live', 3)")
         assert dict((await store.counts()).calls_by_state) != full_count(path)
         with capture_logs() as logs:
-            await store.recover()
+            await daemon.recount_calls(store)
         assert dict((await store.counts()).calls_by_state) == full_count(path) == {
             ("envoy", "pending"): 2}
         assert [e["groups"] for e in logs if e["event"] == "store.counts_repaired"] == [2]
+        await tracked(store, "c")  # the counts are still kept after the repair
         with capture_logs() as logs:
-            await store.recover()
+            assert await store.recount_calls() == 0
         assert not [e for e in logs if e["event"] == "store.counts_repaired"]
+        assert dict((await store.counts()).calls_by_state) == {("envoy", "pending"): 3}
     finally:
         await store.close()
 

@@ -232,22 +232,31 @@ class SQLiteStore:
     async def recount_calls(self) -> int:
         """Check ``call_counts`` against a full count and repair it; return the groups fixed.
 
-        The triggers keep the table exact, so this normally finds nothing; it runs at start
-        (``recover``) so that drift from a bug, or from a hand edit of the file with the
-        triggers missing, lasts at most until the next start. The full count is read beside
-        the writer; only a mismatch takes the write lock, and the repair recounts inside
-        its transaction, so it is exact even if calls changed meanwhile.
+        The triggers keep the table exact, so this normally finds nothing; the daemon runs it
+        once in the background after start, so that drift from a bug, or from a hand edit of
+        the file with the triggers missing, lasts at most until the next start. Both counts
+        are read in one read transaction beside the writer (one snapshot: a poll committed
+        meanwhile cannot pass for drift), and a repair adds the difference found in that
+        snapshot, which stays exact whatever the triggers counted since: the write lock is
+        held for a few rows, never for a full count (seconds at a million calls).
         """
         async with self._reader_lock:
             db = await self._read_connection()
-            actual = {(r[0], r[1]): r[2] for r in await db.execute_fetchall(_RECOUNT)}
-            kept = {(r[0], r[1]): r[2] for r in await db.execute_fetchall(_COUNTS)}
-        if actual == kept:
+            await db.execute("BEGIN")
+            try:
+                actual = {(r[0], r[1]): r[2] for r in await db.execute_fetchall(_RECOUNT)}
+                kept = {(r[0], r[1]): r[2] for r in await db.execute_fetchall(_COUNTS)}
+            finally:
+                await db.execute("COMMIT")
+        wrong = {key: actual.get(key, 0) - kept.get(key, 0)
+                 for key in actual.keys() | kept.keys() if actual.get(key) != kept.get(key)}
+        if not wrong:
             return 0
-        wrong = {key for key in actual.keys() | kept.keys() if actual.get(key) != kept.get(key)}
         async with self.db.transaction() as tx:
-            await tx.execute("DELETE FROM call_counts")
-            await tx.execute(f"INSERT INTO call_counts (provider, state, n) {_RECOUNT}")
+            await tx.executemany(
+                "INSERT INTO call_counts (provider, state, n) VALUES (?, ?, ?) "
+                "ON CONFLICT (provider, state) DO UPDATE SET n = n + excluded.n",
+                [(provider, state, delta) for (provider, state), delta in wrong.items()])
         log.warning("store.counts_repaired", groups=len(wrong),
                     sample=sorted(f"{p}/{s}: {kept.get((p, s), 0)} -> {actual.get((p, s), 0)}"
                                   for p, s in wrong)[:5])
@@ -278,7 +287,6 @@ class SQLiteStore:
                     released += cursor.rowcount
         if released:
             log.info("store.leases_recovered", calls=released, owners=len(dead))
-        await self.recount_calls()
         return released
 
     async def release_leases(self) -> int:
