@@ -14,11 +14,13 @@ from typing import Any
 
 import anyio
 import structlog
+from starlette.requests import Request
+from starlette.responses import Response
 
-from worker.api.asgi import HttpError, Reply, Request, json_reply
 from worker.api.runtime import Context
+from worker.api.web import HttpError, json_response, param
+from worker.call_view import call_json
 from worker.events import rfc3339
-from worker.status import call_json
 from worker.store.base import NewCall
 from worker.track_input import TrackInputError, check_input, check_resolution, webhook_host
 
@@ -71,9 +73,9 @@ def _kind(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-async def track(ctx: Context, request: Request) -> Reply:
+async def track(ctx: Context, request: Request) -> Response:
     """Track a call: 201 when new, 200 when it already was (nothing changes then)."""
-    fields = track_request(parse_json(await request.body(BODY_LIMIT)))
+    fields = track_request(parse_json(await request.body()))  # capped by BodyCap
     provider, call_id = fields["provider"], fields["call_id"]
     metadata = fields.get("metadata")
     config = ctx.runtime.config
@@ -93,7 +95,7 @@ async def track(ctx: Context, request: Request) -> Reply:
     call = await ctx.runtime.store.get_call(provider, call_id)
     if call is None:  # tracked a moment ago: only a concurrent wipe of the database does this
         raise HttpError(503, "the call was tracked but cannot be read back; retry")
-    return json_reply(201 if created else 200, {"tracked": created, **call_json(call)})
+    return json_response(201 if created else 200, {"tracked": created, **call_json(call)})
 
 
 async def _resolve(url: str) -> list[str]:
@@ -109,9 +111,9 @@ async def _resolve(url: str) -> list[str]:
     return []
 
 
-async def get(ctx: Context, request: Request) -> Reply:
+async def get(ctx: Context, request: Request) -> Response:
     """One call with its recordings and events, like ``callwatch status P ID --json``."""
-    provider, call_id = request.params["provider"], request.params["call_id"]
+    provider, call_id = param(request, "provider"), param(request, "call_id")
     call = await ctx.runtime.store.get_call(provider, call_id)
     if call is None:
         raise HttpError(404, f"{provider[:40]!r} call {call_id[:80]!r} is not tracked")
@@ -119,4 +121,4 @@ async def get(ctx: Context, request: Request) -> Reply:
     data = call_json(call)
     data["events"] = [{"id": e.id, "type": e.type, "at": rfc3339(e.occurred_at)}
                       for e in events]
-    return json_reply(200, data)
+    return json_response(200, data)

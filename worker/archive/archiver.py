@@ -74,6 +74,8 @@ class ArchiverStats:
 class Archiver:
     """Archives due recordings until ``stop()``; then lets in-flight downloads finish."""
 
+    name = "archiver"
+
     def __init__(self, *, store: DownloadStore, lanes: Mapping[str, Lane],
                  client: httpx.AsyncClient, target: ArchiveTarget, config: ArchiveConfig,
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
@@ -119,6 +121,11 @@ class Archiver:
     def progress(self) -> float:
         """When the claim loop last went round (monotonic): the watchdog's and healthz's input."""
         return self.stats.last_progress
+
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: nothing to do here; ``[archive]`` changes need a restart (the daemon says
+        so), and providers' credentials reach us through the scheduler's lanes."""
+        del config
 
     def describe(self) -> str:
         """A fragment for the systemd STATUS= line."""
