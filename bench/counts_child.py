@@ -76,7 +76,10 @@ async def _timed(repeats: int, fn: Any) -> tuple[float, float]:
 
 
 async def measure(db: Path, repeats: int) -> dict[str, Any]:
-    from worker.status import _overview
+    try:
+        from worker.cli.status import _overview
+    except ImportError:  # before the command line moved under worker/cli/
+        from worker.status import _overview  # type: ignore[import-not-found,no-redef]
     from worker.store.sqlite import SQLiteStore
     from worker.supervise import status_line
 

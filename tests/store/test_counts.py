@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.store.support import POLICY, T0, ended_with_recording, live
+from worker.call_view import state_of
 from worker.model import CallStatus, FailureKind, NotFound, PollFailed, PollResult, Snapshot
 from worker.reconcile import on_poll
-from worker.status import state_of
 from worker.store.base import NewCall, PollApplied, Store
 
 pytestmark = pytest.mark.anyio
