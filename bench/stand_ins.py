@@ -50,6 +50,10 @@ class MemoryStore:
         await anyio.lowlevel.checkpoint()
         return 0
 
+    async def wait_for_change(self, timeout: float) -> bool:
+        await anyio.sleep(timeout)
+        return False
+
     def __init__(self, calls: Sequence[TrackedCall]) -> None:
         self._due: dict[str, collections.deque[TrackedCall]] = collections.defaultdict(
             collections.deque)
@@ -82,6 +86,10 @@ class LoopThreadStore:
     async def extend_call_leases(self, now: float) -> int:
         await anyio.lowlevel.checkpoint()
         return 0
+
+    async def wait_for_change(self, timeout: float) -> bool:
+        await anyio.sleep(timeout)
+        return False
 
     def __init__(self, path: Path, owner: str) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -34,3 +34,10 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
         yield opened
     finally:
         await opened.close()
+
+
+# PostgreSQL for the tests that want it: ``pg_server`` (session) and ``pg_url`` (a fresh
+# database per test); see tests/pg.py for where the server comes from and when tests skip.
+# The store backends (tests/backends.py): ``backend`` and ``open_store`` run a test on each.
+from tests.backends import backend, open_store  # noqa: E402, F401
+from tests.pg import pg_server, pg_url  # noqa: E402, F401

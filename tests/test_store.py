@@ -1,4 +1,4 @@
-"""The Store contract on a real SQLite file (parametrised so another backend can join)."""
+"""The Store contract on every backend: a real SQLite file and a real PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+from tests.backends import Opener, sqlite_only
 from worker.config import TrackingConfig
 from worker.model import CallStatus, RecordingSnapshot, RecordingStatus, Snapshot
 from worker.reconcile import Policy, on_poll
@@ -23,12 +24,9 @@ T0 = 1_800_000_000.0
 POLICY = Policy(tracking=TrackingConfig(), archiving=False)
 
 
-@pytest.fixture(params=["sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    assert request.param == "sqlite"
-    opened = await SQLiteStore.open(tmp_path / "state" / "callwatch.db")
-    yield opened
-    await opened.close()
+@pytest.fixture
+async def store(open_store: Opener) -> Any:
+    return await open_store()
 
 
 async def test_migrations_from_empty_and_rerun(tmp_path: Path) -> None:
@@ -68,7 +66,7 @@ async def test_unusable_file_is_a_clear_error(tmp_path: Path) -> None:
         await SQLiteStore.open(path)
 
 
-async def test_track_is_idempotent(store: SQLiteStore) -> None:
+async def test_track_is_idempotent(store: Any) -> None:
     """Tracking the same call twice changes nothing the second time."""
     assert await store.track(NewCall(provider="ultravox", call_id="a", metadata={"k": 1}), T0)
     assert not await store.track(NewCall(provider="ultravox", call_id="a", metadata={"k": 2}),
@@ -77,7 +75,7 @@ async def test_track_is_idempotent(store: SQLiteStore) -> None:
     assert call is not None and call.metadata == {"k": 1} and call.tracked_at == T0
 
 
-async def test_claim_leases_due_calls_once(store: SQLiteStore) -> None:
+async def test_claim_leases_due_calls_once(store: Any) -> None:
     """A claimed call is not claimed again until its result is applied."""
     for i in range(5):
         await store.track(NewCall(provider="ultravox", call_id=f"c{i}"), T0 + i)
@@ -91,7 +89,7 @@ async def test_claim_leases_due_calls_once(store: SQLiteStore) -> None:
     assert await store.next_due_at("envoy") == T0
 
 
-async def test_apply_writes_state_and_events_together(store: SQLiteStore) -> None:
+async def test_apply_writes_state_and_events_together(store: Any) -> None:
     """A decision's new state and its events land in one transaction, events in order."""
     await store.track(NewCall(provider="ultravox", call_id="a"), T0)
     [call] = await store.claim_due_calls("ultravox", T0, 1)
@@ -109,7 +107,7 @@ async def test_apply_writes_state_and_events_together(store: SQLiteStore) -> Non
     assert await store.claim_due_calls("ultravox", T0 + 10_000, 10) == []  # terminal: no polls
 
 
-async def test_same_event_is_never_written_twice(store: SQLiteStore) -> None:
+async def test_same_event_is_never_written_twice(store: Any) -> None:
     """Replaying a decision (as after a crash between poll and commit) adds no duplicate."""
     await store.track(NewCall(provider="ultravox", call_id="a"), T0)
     [call] = await store.claim_due_calls("ultravox", T0, 1)
@@ -120,8 +118,9 @@ async def test_same_event_is_never_written_twice(store: SQLiteStore) -> None:
     assert [e.type for e in await store.call_events("ultravox", "a")] == ["call.started"]
 
 
-async def test_failed_transaction_leaves_nothing(store: SQLiteStore) -> None:
+async def test_failed_transaction_leaves_nothing(store: Any) -> None:
     """If writing the events fails, the call's new state is rolled back too."""
+    sqlite_only(store)  # PostgreSQL writes only the calls it updated: see test_store_pg.py
     await store.track(NewCall(provider="ultravox", call_id="a"), T0)
     [call] = await store.claim_due_calls("ultravox", T0, 1)
     decision = on_poll(call, Snapshot(status=CallStatus.LIVE, provider_status="j"), T0 + 1,
@@ -202,7 +201,7 @@ async def test_concurrent_track_from_another_process(tmp_path: Path) -> None:
 
 
 async def test_track_many_tracks_each_new_call_once_due_at_its_own_time(
-        store: SQLiteStore) -> None:
+        store: Any) -> None:
     """A bulk import tracks the new calls in one go, each due at its own time."""
     await store.track(NewCall(provider="envoy", call_id="old", metadata={"k": 1}), T0)
     added = await store.track_many([
@@ -215,7 +214,7 @@ async def test_track_many_tracks_each_new_call_once_due_at_its_own_time(
     assert [c.call_id for c in claimed] == ["old", "n0", "n1"]
 
 
-async def test_claim_brings_the_recordings_of_calls_that_have_some(store: SQLiteStore) -> None:
+async def test_claim_brings_the_recordings_of_calls_that_have_some(store: Any) -> None:
     """A claimed call comes with its recordings; one without any comes with none."""
     for call_id in ("with", "without"):
         await store.track(NewCall(provider="apifycloud", call_id=call_id), T0)
@@ -230,7 +229,7 @@ async def test_claim_brings_the_recordings_of_calls_that_have_some(store: SQLite
     assert claimed["without"].recordings == ()
 
 
-async def test_a_lone_poll_that_changes_nothing_is_still_persisted(store: SQLiteStore) -> None:
+async def test_a_lone_poll_that_changes_nothing_is_still_persisted(store: Any) -> None:
     """A single result without events or recordings updates the call and frees its lease."""
     await store.track(NewCall(provider="ultravox", call_id="a"), T0)
     [call] = await store.claim_due_calls("ultravox", T0, 1)
@@ -241,6 +240,7 @@ async def test_a_lone_poll_that_changes_nothing_is_still_persisted(store: SQLite
     assert await store.next_due_at("ultravox") == decision.call.next_poll_at
     stored = await store.get_call("ultravox", "a")
     assert stored is not None and stored.last_polled_at == T0 + 1
+    sqlite_only(store)
     with sqlite3.connect(store.path) as conn:
         snapshot = conn.execute("SELECT last_snapshot FROM calls").fetchone()[0]
     assert '"provider_status":"created"' in snapshot
@@ -265,12 +265,13 @@ def test_the_kept_snapshot_has_every_field_but_recording_urls() -> None:
     assert list(json.loads(snapshot_json(snap))) == list(expected)
 
 
-async def test_cancelled_write_leaves_no_open_transaction(store: SQLiteStore) -> None:
+async def test_cancelled_write_leaves_no_open_transaction(store: Any) -> None:
     """A write cancelled while BEGIN waits for another process's lock leaves nothing open.
 
     Found by the fault soak: the next write failed with "cannot start a transaction within
     a transaction" and took the daemon down.
     """
+    sqlite_only(store)
     other = sqlite3.connect(store.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
 

@@ -36,6 +36,8 @@ from worker.config_sections import (
     parse_delivery,
     parse_s3_url,
 )
+from worker.database_url import PostgresUrl, is_postgres, parse_postgres_url
+from worker.errors import UsageError
 from worker.model import EventType
 from worker.secrets import Secret
 
@@ -54,7 +56,7 @@ DEFAULT_CONCURRENCY = 32
 T = TypeVar("T")
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """The configuration is unusable; ``problems`` holds one readable line per mistake."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -119,12 +121,14 @@ DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
 class WorkerConfig:
     """``[worker]``: where state lives."""
 
-    database: Path | str  # a SQLite file, or a postgresql:// URL (``store.factory.is_url``)
+    database: Path | str  # a SQLite file, or a postgresql:// URL without its password
     archive_dir: Path | None = None
     archive: str | None = None  # "s3://bucket/prefix": object storage instead of archive_dir
     log_level: str = "info"
     drain_grace: float = 20.0  # on SIGTERM, how long in-flight work may take to finish
     lease_seconds: float = 30.0  # how soon another worker takes over a dead worker's work
+    # From the URL or database_password_env/_file; kept apart so printing never shows it.
+    database_password: str | None = field(default=None, repr=False)
 
     @property
     def archiving(self) -> bool:
@@ -268,6 +272,34 @@ def _non_negative_seconds(item: object) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+def _lease_seconds(value: float) -> str | None:
+    ok = math.isfinite(value) and 5 <= value <= 3600
+    return None if ok else "must be between 5 and 3600 seconds"
+
+
+def _postgres(reader: Reader, section: Section, database: str) -> PostgresUrl | None:
+    """``database = "postgresql://..."`` with its password from ``database_password_*``.
+
+    The password is read even for commands that resolve no other secret (``track``,
+    ``status``): they all need the database.
+    """
+    resolve, reader.resolve_secrets = reader.resolve_secrets, True
+    try:
+        password = reader.secret(section, "database_password", required=False)
+    finally:
+        reader.resolve_secrets = resolve
+    if not is_postgres(database):
+        if password is not None:
+            section.problem("database_password_env",
+                            "only used with a postgresql:// database URL")
+        return None
+    try:
+        return parse_postgres_url(database, password)
+    except ValueError as exc:
+        section.problem("database", str(exc))
+        return None
+
+
 def _resolve(section: Section, name: str, base: Path, value: str) -> Path:
     try:
         path = Path(value).expanduser()
@@ -300,15 +332,17 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
         lambda v: None if v in ("debug", "info", "warning", "error")
         else "must be one of debug, info, warning, error")
     drain_grace = worker_section.duration("drain_grace", 20.0)
-    lease_seconds = worker_section.duration("lease_seconds", 30.0)
+    lease_seconds = worker_section.get("lease_seconds", float, 30.0, _lease_seconds)
+    postgres = _postgres(reader, worker_section, database)
     worker_section.unknown()
     base = path.parent
     worker = WorkerConfig(
-        database=(database if database.startswith(DATABASE_URL_SCHEMES)
+        database=(postgres.url if postgres is not None
                   else _resolve(worker_section, "database", base, database)),
         archive_dir=_resolve(worker_section, "archive_dir", base, archive) if archive else None,
         archive=archive_url, log_level=log_level, drain_grace=drain_grace,
-        lease_seconds=lease_seconds)
+        lease_seconds=float(lease_seconds),
+        database_password=postgres.password if postgres is not None else None)
 
     tracking_section = Section(reader, root.table("tracking"), "tracking")
     tracking = _tracking(tracking_section, TrackingConfig())

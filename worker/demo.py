@@ -117,9 +117,9 @@ class _Printer:
         print(f"  +{time.monotonic() - self.started:5.1f}s  {text}", flush=True)
 
 
-async def _follow(store_path: Path, scripts: list[CallScript], sim: Simulator,
-                  printer: _Printer, proc: subprocess.Popen[bytes]) -> bool:
-    """Print every event as the daemon writes it; True once every call is terminal."""
+async def _follow(store_path: Path | str, scripts: list[CallScript], sim: Simulator,
+                  printer: _Printer, procs: list[subprocess.Popen[bytes]]) -> bool:
+    """Print every event as the daemons write it; True once every call is terminal."""
     seq, deadline = 0, time.monotonic() + DEMO_TIMEOUT
     store = await open_store(store_path)
     try:
@@ -130,8 +130,9 @@ async def _follow(store_path: Path, scripts: list[CallScript], sim: Simulator,
             counts = await store.counts()
             if counts.active == 0 and sum(counts.calls_by_state.values()) >= len(scripts):
                 return True
-            if proc.poll() is not None:
-                print(f"the daemon exited early with code {proc.returncode}", file=sys.stderr)
+            if all(proc.poll() is not None for proc in procs):
+                print(f"the daemon exited early with code {procs[0].returncode}",
+                      file=sys.stderr)
                 return False
             await anyio.sleep(0.25)
     finally:
@@ -139,7 +140,8 @@ async def _follow(store_path: Path, scripts: list[CallScript], sim: Simulator,
     return False
 
 
-async def _demo(calls: int, command: Callable[[list[str]], int]) -> int:
+async def _demo(calls: int, command: Callable[[list[str]], int], database: str | None = None,
+                workers: int = 1) -> int:
     from worker import logs
 
     logs.setup("warning")
@@ -151,10 +153,17 @@ async def _demo(calls: int, command: Callable[[list[str]], int]) -> int:
             # The whole pipeline: events reach the webhook receiver, recordings the archive.
             config, env = write_config(workdir, sim, archive=True, webhook=True)
             found = _discoverable(world, config)
+            db: Path | str = config.parent / "callwatch.db"
+            if database is not None:  # a server several workers share (an empty database)
+                config.write_text(config.read_text(encoding="utf-8").replace(
+                    'database = "callwatch.db"', f'database = "{database}"'), encoding="utf-8")
+                db = database
             print(f"callwatch demo: simulator on loopback "
                   f"({', '.join(f'{p} {u}' for p, u in sim.base_urls.items())}); "
                   f"webhooks to {sim.sink_url}\n  workdir {workdir}", flush=True)
-            proc = start_daemon(config, env, workdir / "daemon.log")
+            logs_of = [workdir / (f"daemon-{n + 1}.log" if workers > 1 else "daemon.log")
+                       for n in range(workers)]
+            procs = [start_daemon(config, env, log) for log in logs_of]
             printer = _Printer(time.monotonic())
             try:
                 for script in scripts:
@@ -165,15 +174,17 @@ async def _demo(calls: int, command: Callable[[list[str]], int]) -> int:
                                  f"(callwatch track exited {code})")
                 printer.line(f"{printer.name(found.provider, found.call_id)}  never tracked: "
                              "left for discovery to find")
-                done = await _follow(config.parent / "callwatch.db", [*scripts, found], sim,
-                                     printer, proc)
-                done = done and await _delivered(config.parent / "callwatch.db", sim)
+                done = await _follow(db, [*scripts, found], sim, printer, procs)
+                done = done and await _delivered(db, sim)
             finally:
-                code = stop_daemon(proc)
-            await _summary(config.parent / "callwatch.db", sim, workdir, done, code)
+                codes = [stop_daemon(p) for p in procs]
+                code = max(codes, key=abs)
+            await _summary(db, sim, workdir, done, code)
+            if workers > 1:
+                _who_did_what(logs_of)
             if not done:
                 print("\n--- daemon log (last lines) ---", file=sys.stderr)
-                log_lines = (workdir / "daemon.log").read_text(errors="replace").splitlines()
+                log_lines = logs_of[0].read_text(errors="replace").splitlines()
                 print("\n".join(log_lines[-30:]), file=sys.stderr)
     return 0 if done and code == 0 else 1
 
@@ -200,7 +211,25 @@ def _received_ids(sim: Simulator) -> set[str | None]:
     return {r.header("webhook-id") for r in sim.sink.requests if 200 <= r.status < 300}
 
 
-async def _delivered(db: Path, sim: Simulator) -> bool:
+def _who_did_what(logs_of: list[Path]) -> None:
+    """Per worker, from its own log: the events its polls emitted, the recordings it
+    archived, the deliveries it made."""
+    import json
+
+    print("workers:")
+    for n, path in enumerate(logs_of, 1):
+        seen: dict[str, int] = {}
+        for raw in path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(raw).get("event")
+            except (ValueError, AttributeError):
+                continue
+            seen[event] = seen.get(event, 0) + 1
+        print(f"  worker {n}:    {seen.get('event.emitted', 0)} events from its polls, "
+              f"{seen.get('recording.archived', 0)} recordings archived")
+
+
+async def _delivered(db: Path | str, sim: Simulator) -> bool:
     """Wait until the receiver has every event the outbox holds (the relay runs behind)."""
     store = await open_store(db)
     try:
@@ -216,7 +245,8 @@ async def _delivered(db: Path, sim: Simulator) -> bool:
     return True
 
 
-async def _summary(db: Path, sim: Simulator, workdir: Path, done: bool, code: int) -> None:
+async def _summary(db: Path | str, sim: Simulator, workdir: Path, done: bool,
+                   code: int) -> None:
     store = await open_store(db)
     try:
         counts = await store.counts()
@@ -243,8 +273,10 @@ async def _summary(db: Path, sim: Simulator, workdir: Path, done: bool, code: in
     print("done: every call settled" if done else "NOT DONE: some calls did not settle in time")
 
 
-def run_demo(command: Callable[[list[str]], int], calls: int = 9) -> int:
-    """Entry point of ``callwatch demo``; ``command`` is the CLI's own ``main``, handed in so
-    that the demo tracks calls the way an operator does without importing the CLI (which
-    imports this module: no import cycle)."""
-    return anyio.run(_demo, calls, command)
+def run_demo(command: Callable[[list[str]], int], calls: int = 9, database: str | None = None,
+             workers: int = 1) -> int:
+    """Entry point of ``callwatch demo``: by default one daemon on a SQLite file; with a
+    PostgreSQL ``database`` (an empty one), ``workers`` daemons sharing it. ``command`` is the
+    CLI's own ``main``, handed in so that the demo tracks calls the way an operator does
+    without importing the CLI (which imports this module: no import cycle)."""
+    return anyio.run(_demo, calls, command, database, workers)

@@ -40,6 +40,8 @@ from worker.store.errors import PermanentStoreError, StoreError
 from worker.store.retry import until_written, write_isolating
 
 log = structlog.get_logger("worker.scheduler")
+# How long one wait for another process's change lasts before it is simply asked again.
+CHANGE_WAIT = 30.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -157,6 +159,7 @@ class Scheduler:
         send, receive = anyio.create_memory_object_stream[PollApplied](self._batch_size * 4)
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._renew_leases)
+            outer.start_soon(self._follow_changes)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer, receive)
                 async with send:
@@ -164,6 +167,23 @@ class Scheduler:
                         tg.start_soon(self._lane, name, send.clone())
                 task_status.started()
             outer.cancel_scope.cancel()  # lanes and writer are done: nothing left to renew
+
+    async def _follow_changes(self) -> None:
+        """Wake every lane, and whoever follows our commits (relay, archiver), when another
+        process changed due work: a call tracked through another worker's API or the CLI, or
+        events another worker wrote. Immediate on PostgreSQL (LISTEN/NOTIFY); on SQLite it
+        never fires and the idle tick finds the change."""
+        while True:
+            try:
+                changed = await self._store.wait_for_change(CHANGE_WAIT)
+            except StoreError as exc:
+                log.warning("store.listen_failed", error=str(exc))
+                await anyio.sleep(self._idle_wait)
+                continue
+            if changed:
+                self.wake()
+                for listener in self._listeners:
+                    listener()
 
     async def _renew_leases(self) -> None:
         """Keep the leases of calls being polled or waiting for their commit alive, so a short

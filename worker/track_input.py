@@ -21,14 +21,14 @@ from urllib.parse import urlsplit
 
 from worker.addresses import check_resolved, check_url
 from worker.config import PROVIDER_NAMES, Config
-from worker.errors import CallwatchError
+from worker.errors import UsageError
 from worker.providers import validate_call_id
 
 MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 32
 
 
-class TrackInputError(CallwatchError):
+class TrackInputError(UsageError):
     """The call cannot be tracked as given (exit 2, HTTP 400); the message is one line."""
 
 

@@ -1,20 +1,19 @@
-"""The download queue in the real SQLite file: order, leases, settling, recovery."""
+"""The download queue on every backend: order, leases, settling, recovery."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
-from collections.abc import AsyncIterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.backends import Opener, sqlite_only
 from worker.config import TrackingConfig
 from worker.model import CallStatus, DownloadSource, RecordingSnapshot, RecordingStatus, Snapshot
 from worker.reconcile import Archived, ArchiveFailed, Policy, on_poll
 from worker.store.base import NewCall, PollApplied
-from worker.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -24,14 +23,11 @@ ALL = ["apifycloud", "envoy", "ultravox"]
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = await SQLiteStore.open(tmp_path / "callwatch.db", owner=f"{socket.gethostname()}:"
-                                    f"{os.getpid()}:aaaa")
-    yield opened
-    await opened.close()
+async def store(open_store: Opener) -> Any:
+    return await open_store(owner=f"{socket.gethostname()}:{os.getpid()}:aaaa")
 
 
-async def ended_with(store: SQLiteStore, call_id: str,
+async def ended_with(store: Any, call_id: str,
                      recordings: list[tuple[str, float | None]],
                      provider: str = "apifycloud") -> None:
     """Track a call and apply one poll saying it ended with these available recordings."""
@@ -46,7 +42,7 @@ async def ended_with(store: SQLiteStore, call_id: str,
     await store.apply_poll_results([PollApplied(decision=decision, result=snap)], NOW)
 
 
-async def test_jobs_come_earliest_expiry_first_unknown_first(store: SQLiteStore) -> None:
+async def test_jobs_come_earliest_expiry_first_unknown_first(store: Any) -> None:
     """Claim order is the links' expiry, with an unknown expiry treated as the most urgent."""
     await ended_with(store, "c1", [("late", NOW + 3000), ("soon", NOW + 60)])
     await ended_with(store, "c2", [("unknown", None), ("middle", NOW + 600)])
@@ -55,7 +51,7 @@ async def test_jobs_come_earliest_expiry_first_unknown_first(store: SQLiteStore)
     assert jobs[1].url == "https://s.example/soon?sig=1" and jobs[1].size == 10
 
 
-async def test_a_claimed_job_is_not_claimed_again(store: SQLiteStore) -> None:
+async def test_a_claimed_job_is_not_claimed_again(store: Any) -> None:
     """A lease keeps a job to one worker until released or expired."""
     await ended_with(store, "c1", [("r1", None), ("r2", None)])
     first = await store.claim_due_downloads(ALL, NOW, 1)
@@ -67,7 +63,7 @@ async def test_a_claimed_job_is_not_claimed_again(store: SQLiteStore) -> None:
         "r1", "r2"]
 
 
-async def test_only_configured_providers_and_tracked_calls_give_jobs(store: SQLiteStore) -> None:
+async def test_only_configured_providers_and_tracked_calls_give_jobs(store: Any) -> None:
     """Recordings of other providers, or of calls whose tracking is over, are not jobs."""
     await ended_with(store, "c1", [("r1", None)], provider="envoy")
     assert await store.claim_due_downloads(["apifycloud"], NOW, 10) == []
@@ -77,7 +73,7 @@ async def test_only_configured_providers_and_tracked_calls_give_jobs(store: SQLi
     assert await store.claim_due_downloads(ALL, NOW + 1000, 10) == []
 
 
-async def test_a_failure_reschedules_and_counts_only_when_told(store: SQLiteStore) -> None:
+async def test_a_failure_reschedules_and_counts_only_when_told(store: Any) -> None:
     """A counted failure spends an attempt; a pause releases the job without spending one."""
     await ended_with(store, "c1", [("r1", None)])
     [job] = await store.claim_due_downloads(ALL, NOW, 10)
@@ -94,7 +90,7 @@ async def test_a_failure_reschedules_and_counts_only_when_told(store: SQLiteStor
 
 
 async def test_archiving_the_last_recording_completes_the_call_in_one_go(
-        store: SQLiteStore) -> None:
+        store: Any) -> None:
     """recording.archived and call.completed are written together, in that order."""
     await ended_with(store, "c1", [("r1", None), ("r2", None)])
     jobs = await store.claim_due_downloads(ALL, NOW, 10)
@@ -110,7 +106,7 @@ async def test_archiving_the_last_recording_completes_the_call_in_one_go(
     assert [r["status"] for r in completed["data"]["recordings"]] == ["archived", "archived"]
 
 
-async def test_a_call_held_by_a_poll_is_settled_after_it(store: SQLiteStore) -> None:
+async def test_a_call_held_by_a_poll_is_settled_after_it(store: Any) -> None:
     """While a poll leases the call, the archive result waits (the poll would overwrite it)."""
     await ended_with(store, "c1", [("r1", None)])
     [job] = await store.claim_due_downloads(ALL, NOW, 10)
@@ -127,7 +123,7 @@ async def test_a_call_held_by_a_poll_is_settled_after_it(store: SQLiteStore) -> 
     assert call is not None and call.recordings[0].status == RecordingStatus.ARCHIVED
 
 
-async def test_a_fresh_link_is_kept_without_its_headers(store: SQLiteStore) -> None:
+async def test_a_fresh_link_is_kept_without_its_headers(store: Any) -> None:
     """update_recording_link stores URL and expiry; the API key that came with it is not kept."""
     await ended_with(store, "c1", [("r1", NOW + 10)])
     [job] = await store.claim_due_downloads(ALL, NOW, 10)
@@ -138,27 +134,26 @@ async def test_a_fresh_link_is_kept_without_its_headers(store: SQLiteStore) -> N
     [again] = await store.claim_due_downloads(ALL, NOW, 10)
     assert (again.url, again.url_expires_at, again.content_type) == (
         "https://api.example/rec", NOW + 500, "video/mp4")
+    sqlite_only(store)
     dump = "\n".join(p.read_bytes().decode("latin-1")
                      for p in store.path.parent.iterdir() if p.name.startswith("callwatch.db"))
     assert "sk-live-1" not in dump
 
 
-async def test_leases_of_a_dead_process_are_recovered(store: SQLiteStore,
-                                                      tmp_path: Path) -> None:
+async def test_leases_of_a_dead_process_are_recovered(store: Any,
+                                                      open_store: Opener) -> None:
     """Jobs leased by a process that no longer runs come back at the next start."""
     await ended_with(store, "c1", [("r1", None)])
-    dead = await SQLiteStore.open(store.path, owner=f"{socket.gethostname()}:999999999:dead")
-    try:
-        assert len(await dead.claim_due_downloads(ALL, NOW, 10)) == 1
-    finally:
-        await dead.close()
+    dead = await open_store(owner=f"{socket.gethostname()}:999999999:dead")
+    assert len(await dead.claim_due_downloads(ALL, NOW, 10)) == 1
+    await dead.close()
     assert await store.claim_due_downloads(ALL, NOW, 10) == []
     assert await store.recover_downloads() == 1
     assert len(await store.claim_due_downloads(ALL, NOW, 10)) == 1
     assert await store.extend_download_leases(NOW + 100) == 1
 
 
-async def test_the_pause_is_recorded_for_status(store: SQLiteStore) -> None:
+async def test_the_pause_is_recorded_for_status(store: Any) -> None:
     """archive_state says why archiving is paused and since when, and forgets it on resume."""
     assert (await store.archive_state()).paused_reason is None
     await ended_with(store, "c1", [("r1", None), ("r2", None)])

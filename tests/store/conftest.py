@@ -15,8 +15,9 @@ import pytest
 from worker.store.base import Store
 from worker.store.factory import open_store
 
-BACKENDS: dict[str, Callable[[Path], Path | str]] = {
-    "sqlite": lambda tmp: tmp / "state" / "callwatch.db",
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Path | str]] = {
+    "sqlite": lambda _, tmp: tmp / "state" / "callwatch.db",
+    "postgresql": lambda request, _: str(request.getfixturevalue("pg_url")),  # tests/pg.py
 }
 
 StoreFactory = Callable[..., Awaitable[Store]]
@@ -27,7 +28,7 @@ async def store_factory(request: pytest.FixtureRequest,
                         tmp_path: Path) -> AsyncIterator[StoreFactory]:
     """``await store_factory(owner=..., lease_seconds=...)``: another store on the same
     database (another worker); all are closed at the end of the test."""
-    database = BACKENDS[request.param](tmp_path)
+    database = BACKENDS[request.param](request, tmp_path)
     opened: list[Store] = []
 
     async def factory(*, owner: str | None = None, lease_seconds: float = 30.0) -> Store:

@@ -146,7 +146,7 @@ async def test_recover_and_release_hand_back_leases(store_factory: StoreFactory)
 
 async def test_life_cycle_answers(store: Store) -> None:
     """Schema version, integrity check, a healthy probe, and a close that can run twice."""
-    assert await store.schema_version() >= 4
+    assert await store.schema_version() >= 1  # each backend numbers its own migrations
     assert await store.integrity_check() == "ok"
     health = await store.probe()
     assert health.ok and health.problem is None

@@ -7,17 +7,18 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.backends import Opener, raw, sqlite_only
 from tests.webhooks.support import CALL_TYPES, T0, emit, hook, make_config
 from worker.model import EventType
-from worker.store.sqlite import SQLiteStore
 from worker.webhooks.base import (
     AttemptLog,
     AttemptResult,
+    Claim,
     ClaimedDelivery,
     DeliveryState,
     ListFilter,
@@ -31,24 +32,22 @@ LEASE = 60.0
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = await SQLiteStore.open(tmp_path / "callwatch.db")
-    yield opened
-    await opened.close()
+async def store(open_store: Opener) -> Any:
+    return await open_store()
 
 
 def endpoints(tmp_path: Path, *hooks: dict[str, object]) -> Endpoints:
     return Endpoints(make_config(tmp_path, hooks or [hook(A)]))
 
 
-async def claim(store: SQLiteStore, now: float, *, free: int = 8, limit: int = 100,
+async def claim(store: Any, now: float, *, free: int = 8, limit: int = 100,
                 per: dict[str, int] | None = None) -> list[ClaimedDelivery]:
-    found = await store.claim_due_deliveries(now, free=per or {}, default_free=free,
-                                             limit=limit, lease_seconds=LEASE)
+    found: Claim = await store.claim_due_deliveries(now, free=per or {}, default_free=free,
+                                                    limit=limit, lease_seconds=LEASE)
     return found.deliveries
 
 
-async def record(store: SQLiteStore, item: ClaimedDelivery, decision: Decision,
+async def record(store: Any, item: ClaimedDelivery, decision: Decision,
                  now: float, status: int | None = 500) -> None:
     attempt = AttemptLog(number=item.attempt, started_at=now, latency=0.01, status=status,
                          reply=b"nope")
@@ -60,7 +59,7 @@ def ids(items: list[ClaimedDelivery]) -> list[str]:
     return [item.event_id for item in items]
 
 
-async def test_fan_out_follows_filters_and_the_calls_own_url(store: SQLiteStore,
+async def test_fan_out_follows_filters_and_the_calls_own_url(store: Any,
                                                              tmp_path: Path) -> None:
     """Each event goes to every endpoint whose filter takes it, plus the call's --webhook."""
     routes = endpoints(tmp_path, hook(A), hook(B, events=["call.ended"]))
@@ -79,7 +78,7 @@ async def test_fan_out_follows_filters_and_the_calls_own_url(store: SQLiteStore,
     assert {r.state for r in rows} == {DeliveryState.PENDING}
 
 
-async def test_fan_out_advances_a_cursor_and_a_rerun_adds_nothing(store: SQLiteStore,
+async def test_fan_out_advances_a_cursor_and_a_rerun_adds_nothing(store: Any,
                                                                   tmp_path: Path) -> None:
     """Events are fanned out once; even from a lost cursor (a crash) no duplicate appears."""
     routes = endpoints(tmp_path)
@@ -88,14 +87,13 @@ async def test_fan_out_advances_a_cursor_and_a_rerun_adds_nothing(store: SQLiteS
     assert await store.fan_out(routes.route, T0) == 0
     await emit(store, "call_1", [EventType.CALL_ENDED])
     assert await store.fan_out(routes.route, T0, limit=1) == 1
-    with sqlite3.connect(store.path) as conn:
-        conn.execute("DELETE FROM outbox_cursors")
+    await raw(store, "DELETE FROM outbox_cursors")
     assert await store.fan_out(routes.route, T0) == 4
     assert len(await store.list_deliveries(limit=100)) == 4
 
 
 async def test_call_url_without_any_configured_webhook_is_dead_at_once(
-        store: SQLiteStore, tmp_path: Path) -> None:
+        store: Any, tmp_path: Path) -> None:
     """With no [[webhooks]] there is no secret: a --webhook delivery is dead, saying why."""
     routes = Endpoints(make_config(tmp_path, []))
     await emit(store, "call_1", [EventType.CALL_STARTED], webhook=C)
@@ -105,7 +103,7 @@ async def test_call_url_without_any_configured_webhook_is_dead_at_once(
     assert await claim(store, T0 + 1) == []
 
 
-async def test_later_events_of_a_call_wait_for_earlier_ones(store: SQLiteStore,
+async def test_later_events_of_a_call_wait_for_earlier_ones(store: Any,
                                                             tmp_path: Path) -> None:
     """Per (call, endpoint) only the oldest open delivery is sent; it unblocks the next when it
     is delivered or dies, never while it waits for a retry."""
@@ -127,7 +125,7 @@ async def test_later_events_of_a_call_wait_for_earlier_ones(store: SQLiteStore,
     assert ids(await claim(store, T0 + 11)) == [third]
 
 
-async def test_calls_and_endpoints_do_not_block_each_other(store: SQLiteStore,
+async def test_calls_and_endpoints_do_not_block_each_other(store: Any,
                                                            tmp_path: Path) -> None:
     """A failing delivery holds back only its own call at its own endpoint."""
     routes = endpoints(tmp_path, hook(A), hook(B))
@@ -147,7 +145,7 @@ async def test_calls_and_endpoints_do_not_block_each_other(store: SQLiteStore,
 
 
 async def test_claim_respects_per_endpoint_room_and_the_global_limit(
-        store: SQLiteStore, tmp_path: Path) -> None:
+        store: Any, tmp_path: Path) -> None:
     """No endpoint gets more than its free slots, and no claim more than the limit."""
     routes = endpoints(tmp_path, hook(A), hook(B))
     for n in range(6):
@@ -162,7 +160,7 @@ async def test_claim_respects_per_endpoint_room_and_the_global_limit(
     assert result.deliveries == []
 
 
-async def test_next_due_at_is_the_earliest_retry_not_leased(store: SQLiteStore,
+async def test_next_due_at_is_the_earliest_retry_not_leased(store: Any,
                                                             tmp_path: Path) -> None:
     """An idle claim says when to look again: the next retry, not a lease's expiry."""
     routes = endpoints(tmp_path)
@@ -177,9 +175,13 @@ async def test_next_due_at_is_the_earliest_retry_not_leased(store: SQLiteStore,
     assert second.pk  # still leased: its expiry (T0 + 60) is later than the retry
 
 
-async def test_leased_delivery_is_claimed_again_only_after_its_lease(store: SQLiteStore,
+async def test_leased_delivery_is_claimed_again_only_after_its_lease(open_store: Opener,
                                                                      tmp_path: Path) -> None:
-    """A claimed delivery whose result never comes is sent again once the lease runs out."""
+    """A claimed delivery whose result never comes is sent again once the lease runs out.
+
+    (PostgreSQL leases for at most the store's lease_seconds, renewed while the worker
+    lives, so a dead worker's deliveries come back within it: here both are LEASE.)"""
+    store = await open_store(lease_seconds=LEASE)
     routes = endpoints(tmp_path)
     (only,) = await emit(store, "call_1", [EventType.CALL_STARTED])
     await store.fan_out(routes.route, T0)
@@ -189,27 +191,24 @@ async def test_leased_delivery_is_claimed_again_only_after_its_lease(store: SQLi
     assert ids(again) == [only] and again[0].attempt == 1  # nothing was recorded: same attempt
 
 
-async def test_dead_relays_leases_are_released_at_start(tmp_path: Path) -> None:
+async def test_dead_relays_leases_are_released_at_start(tmp_path: Path,
+                                                          open_store: Opener) -> None:
     """After kill -9 the next start sends the interrupted delivery at once, same attempt."""
-    path = tmp_path / "callwatch.db"
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    first = await SQLiteStore.open(path, owner=f"{socket.gethostname()}:{gone}:dead")
+    first = await open_store(owner=f"{socket.gethostname()}:{gone}:dead")
     (only,) = await emit(first, "call_1", [EventType.CALL_STARTED])
     await first.fan_out(endpoints(tmp_path).route, T0)
     assert ids(await claim(first, T0)) == [only]
     await first.close()
-    second = await SQLiteStore.open(path)
-    try:
-        assert await claim(second, T0 + 1) == []
-        assert await second.recover_deliveries(T0 + 1) == 1
-        again = await claim(second, T0 + 1)
-        assert ids(again) == [only] and again[0].attempt == 1
-    finally:
-        await second.close()
+    second = await open_store()
+    assert await claim(second, T0 + 1) == []
+    assert await second.recover_deliveries(T0 + 1) == 1
+    again = await claim(second, T0 + 1)
+    assert ids(again) == [only] and again[0].attempt == 1
 
 
-async def test_clean_stop_hands_back_its_leases(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_clean_stop_hands_back_its_leases(store: Any, tmp_path: Path) -> None:
     """release_deliveries makes what we held due now, for the next start."""
     await emit(store, "call_1", [EventType.CALL_STARTED])
     await store.fan_out(endpoints(tmp_path).route, T0)
@@ -219,7 +218,7 @@ async def test_clean_stop_hands_back_its_leases(store: SQLiteStore, tmp_path: Pa
 
 
 async def test_gone_disables_the_endpoint_and_everything_queued_for_it(
-        store: SQLiteStore, tmp_path: Path) -> None:
+        store: Any, tmp_path: Path) -> None:
     """410: the endpoint's open deliveries wait as disabled, new ones too; others go on."""
     routes = endpoints(tmp_path, hook(A), hook(B))
     await emit(store, "call_1")
@@ -239,7 +238,7 @@ async def test_gone_disables_the_endpoint_and_everything_queued_for_it(
     assert (endpoint.url, endpoint.since, endpoint.reason) == (A, T0, "HTTP 410 Gone")
 
 
-async def test_replay_re_enables_a_disabled_endpoint_in_order(store: SQLiteStore,
+async def test_replay_re_enables_a_disabled_endpoint_in_order(store: Any,
                                                               tmp_path: Path) -> None:
     """Replaying to a disabled endpoint re-enables it; what waited is sent, in order."""
     routes = endpoints(tmp_path)
@@ -256,7 +255,7 @@ async def test_replay_re_enables_a_disabled_endpoint_in_order(store: SQLiteStore
     assert ids(await claim(store, T0 + 1)) == [second]
 
 
-async def test_replay_dead_since_requeues_with_a_fresh_schedule(store: SQLiteStore,
+async def test_replay_dead_since_requeues_with_a_fresh_schedule(store: Any,
                                                                 tmp_path: Path) -> None:
     """replay --dead --since: only deliveries written since then, back at attempt 1."""
     routes = endpoints(tmp_path)
@@ -275,7 +274,7 @@ async def test_replay_dead_since_requeues_with_a_fresh_schedule(store: SQLiteSto
     assert dead.event_id == old and dead.attempts == 1
 
 
-async def test_replay_of_one_event_resends_even_a_delivered_one(store: SQLiteStore,
+async def test_replay_of_one_event_resends_even_a_delivered_one(store: Any,
                                                                 tmp_path: Path) -> None:
     """replay EVENT_ID queues that event again (same id) even if it was delivered."""
     routes = endpoints(tmp_path)
@@ -291,7 +290,7 @@ async def test_replay_of_one_event_resends_even_a_delivered_one(store: SQLiteSto
 
 
 async def test_replayed_earlier_event_goes_before_the_waiting_later_one(
-        store: SQLiteStore, tmp_path: Path) -> None:
+        store: Any, tmp_path: Path) -> None:
     """A replayed event is sent before later events of its call still waiting for a retry."""
     routes = endpoints(tmp_path)
     first, second, _ = await emit(store, "call_1")
@@ -307,7 +306,7 @@ async def test_replayed_earlier_event_goes_before_the_waiting_later_one(
     assert ids(await claim(store, T0 + 2)) == [first]
 
 
-async def test_listing_filters_and_one_calls_deliveries(store: SQLiteStore,
+async def test_listing_filters_and_one_calls_deliveries(store: Any,
                                                         tmp_path: Path) -> None:
     """--failed shows retrying and disabled ones, --dead the dead, --endpoint one URL."""
     routes = endpoints(tmp_path, hook(A), hook(B))
@@ -330,22 +329,22 @@ async def test_listing_filters_and_one_calls_deliveries(store: SQLiteStore,
     assert mine[0].next_attempt_at == T0 + 9
 
 
-async def test_every_attempt_is_logged_with_status_latency_and_reply(store: SQLiteStore,
+async def test_every_attempt_is_logged_with_status_latency_and_reply(store: Any,
                                                                      tmp_path: Path) -> None:
     """The attempts log keeps status code, latency, error and the first bytes of the reply."""
     await emit(store, "call_1", [EventType.CALL_STARTED])
     await store.fan_out(endpoints(tmp_path).route, T0)
     (item,) = await claim(store, T0)
     await record(store, item, Retry(at=T0, reason="HTTP 500"), T0)
-    with sqlite3.connect(store.path) as conn:
-        rows = conn.execute("SELECT attempt, status_code, latency, error, reply "
-                            "FROM delivery_attempts").fetchall()
+    rows = await raw(store, "SELECT attempt, status_code, latency, error, reply "
+                     "FROM delivery_attempts")
     assert rows == [(1, 500, 0.01, None, b"nope")]
 
 
-async def test_hot_path_never_scans_the_deliveries_table(store: SQLiteStore,
+async def test_hot_path_never_scans_the_deliveries_table(store: Any,
                                                          tmp_path: Path) -> None:
     """Every statement of fan-out, claim and record is an index search (think 100k calls)."""
+    sqlite_only(store)
     executed: list[str] = []
     store.db.set_trace_callback(executed.append)
     routes = endpoints(tmp_path, hook(A), hook(B))

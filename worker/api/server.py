@@ -28,6 +28,7 @@ from worker.api.guard import ConnectionGuard
 from worker.api.runtime import ApiRuntime, ApiStats
 from worker.config import Config
 from worker.embedded_server import EmbeddedServer
+from worker.errors import CallwatchError
 from worker.logbudget import LogBudget
 
 log = structlog.get_logger("worker.api")
@@ -39,7 +40,7 @@ HEAD_TIMEOUT = 10.0  # seconds to send a complete request head, from the first b
 KEEP_ALIVE = 15  # seconds an answered connection may stay idle
 
 
-class ListenError(Exception):
+class ListenError(CallwatchError):
     """The configured address cannot be listened on."""
 
 

@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 from worker.api.runtime import Context
 from worker.api.web import HttpError, error_response, json_response
+from worker.errors import CallwatchError
 
 log = structlog.get_logger("worker.api")
 
@@ -37,7 +38,7 @@ SIGNATURE_HEADER = "x-ultravox-webhook-signature"
 _CHALLENGE = {"www-authenticate": 'Ultravox-Webhook-Signature realm="callwatch"'}
 
 
-class VerificationError(Exception):
+class VerificationError(CallwatchError):
     """The request is not provably from Ultravox, or not recent."""
 
 

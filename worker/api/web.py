@@ -18,13 +18,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from worker.errors import CallwatchError
+
 JSON_TYPE = "application/json"
 ROUTE_KEY = "callwatch.route"  # the matched path template, for logs and metrics
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class HttpError(HTTPException):
+class HttpError(HTTPException, CallwatchError):
     """Stop handling and answer ``status`` with ``{"error": message}``."""
 
     def __init__(self, status: int, message: str,

@@ -35,6 +35,7 @@ from structlog.typing import FilteringBoundLogger
 
 from worker.archive.target import TargetError, Upload
 from worker.config_sections import ArchiveConfig
+from worker.errors import CallwatchError
 from worker.model import DownloadSource
 from worker.providers._http import (
     content_length,
@@ -56,7 +57,7 @@ _DOCUMENT_PREFIXES = ("text/", "image/")
 _DOCUMENT_STARTS = (b"<?xml", b"<!doctype", b"<html", b"<error", b'{"error', b'{"message')
 
 
-class DownloadError(Exception):
+class DownloadError(CallwatchError):
     """One try at a recording's bytes failed; ``reason`` is one line, safe to log and store."""
 
     def __init__(self, reason: str) -> None:
@@ -88,11 +89,11 @@ class TransientError(DownloadError):
         self.retry_after = retry_after
 
 
-class _CutError(Exception):
+class _CutError(CallwatchError):
     """The connection broke (or never came up); the bytes so far are kept."""
 
 
-class _StartOverError(Exception):
+class _StartOverError(CallwatchError):
     """The server cannot continue where we stopped: truncate and fetch from byte zero."""
 
 

@@ -48,6 +48,7 @@ from worker.archive.layout import PARTIAL_DIR
 from worker.archive.s3_rest import PAUSE_CODES, Credentials, S3Rest
 from worker.archive.target import Fault, StoredObject, TargetError, join_url
 from worker.config_sections import S3Config
+from worker.errors import CallwatchError
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig
@@ -73,7 +74,7 @@ def classify_obstore(exc: BaseException, what: str) -> TargetError:
     return TargetError(Fault.RETRY, f"object storage failed {what}: {type(exc).__name__}")
 
 
-class _AbortError(Exception):
+class _AbortError(CallwatchError):
     """Ends the byte stream with an error so obstore aborts its multipart upload."""
 
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Protocol
 
+from worker.errors import CallwatchError
+
 
 class Fault(enum.StrEnum):
     """What a target's error means for archiving."""
@@ -39,7 +41,7 @@ class Fault(enum.StrEnum):
     GIVE_UP = "give_up"  # this recording can never be stored there
 
 
-class TargetError(Exception):
+class TargetError(CallwatchError):
     """A target's own failure, classified; ``reason`` is safe to log, store and show."""
 
     def __init__(self, kind: Fault, reason: str) -> None:

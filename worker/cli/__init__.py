@@ -13,21 +13,16 @@ import sys
 import time
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any, NoReturn
 
 import anyio
 
 from worker.config import Config, ConfigError, config_path, load
-from worker.errors import CallwatchError
+from worker.errors import CallwatchError, CommandError, UsageError
 from worker.model import CallStatus, Terminal
 
-
-class UsageError(Exception):
-    """Bad usage or bad input: exit 2."""
-
-
-class CommandError(Exception):
-    """Anything else that went wrong: exit 1."""
+__all__ = ["CommandError", "UsageError", "build_parser", "error_lines", "exit_code", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "Starts simulated providers and a webhook receiver on 127.0.0.1, runs the\n"
                     "real daemon with a temporary config, tracks calls and shows them settle.")
     demo.add_argument("--calls", type=int, default=9, help="how many calls to simulate")
+    demo.add_argument("--database", help="an empty PostgreSQL database (postgresql://...) "
+                                         "instead of a SQLite file in a temporary folder")
+    demo.add_argument("--workers", type=int, default=1,
+                      help="how many daemons share the work (needs --database)")
+    migrate = _command(commands, "migrate", "bring the database schema up to date, then exit",
+                       "Opens the configured database and applies every pending migration\n"
+                       "(under an advisory lock on PostgreSQL, so workers starting meanwhile\n"
+                       "are safe). --from sqlite:PATH first copies a SQLite database into an\n"
+                       "empty PostgreSQL one, so switching loses no tracked call.")
+    migrate.add_argument("--from", dest="source", metavar="sqlite:PATH",
+                         help="first copy this SQLite database into the (empty) PostgreSQL one")
     _delivery_parsers(commands)
     from worker.cli.backfill import add_parser as add_backfill_parser
 
@@ -193,27 +199,37 @@ def _main(argv: Sequence[str] | None) -> int:
         return _dispatch(args)
     except BrokenPipeError:
         raise
-    except UsageError as exc:
-        return _fail(2, str(exc), debug)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(_error_prefix() + problem, file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
-    except (CommandError, CallwatchError) as exc:  # ours: one line, exit 1
-        return _fail(1, str(exc), debug)
     except Exception as exc:
-        return _fail(1, f"{type(exc).__name__}: {exc}", debug)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        prefix = _error_prefix()
+        for line in error_lines(exc):
+            print(prefix + line, file=sys.stderr)
+        return exit_code(exc)
 
 
-def _fail(code: int, message: str, debug: bool) -> int:
-    if debug:
-        import traceback
+def exit_code(exc: BaseException) -> int:
+    """The exit status for an error, the one place that decides it (CONTRACT.md): 2 for bad
+    usage or input (a ``UsageError``: an option, an argument, the config), 130 for Ctrl-C, 1 for
+    anything else, ours (``CallwatchError``) or a bug."""
+    if isinstance(exc, UsageError):
+        return 2
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    return 1
 
-        traceback.print_exc()
-    print(f"{_error_prefix()}callwatch: error: {message}", file=sys.stderr)
-    return code
+
+def error_lines(exc: BaseException) -> list[str]:
+    """What stderr shows for an error: the config's problems one per line (``FILE: KEY:
+    MESSAGE``), else one line; an error that is not ours is named by its type (a bug)."""
+    if isinstance(exc, ConfigError):
+        return list(exc.problems)
+    message = str(exc) if isinstance(exc, CallwatchError) else f"{type(exc).__name__}: {exc}"
+    return [f"callwatch: error: {message}"]
 
 
 def _error_prefix() -> str:
@@ -233,7 +249,9 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
     if args.command == "demo":
         from worker.demo import run_demo
 
-        return run_demo(main, calls=args.calls)
+        if args.workers < 1 or (args.workers > 1 and args.database is None):
+            raise UsageError("--workers N needs --database postgresql://... (N >= 1)")
+        return run_demo(main, calls=args.calls, database=args.database, workers=args.workers)
     # Only the daemon and check-config need the credentials; an operator's shell that tracks a
     # call or reads status must not need the daemon's secrets.
     needs_secrets = args.command in ("run", "check-config", "backfill")
@@ -247,6 +265,8 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
         return _run(config)
     if args.command == "track":
         return _track(config, args)
+    if args.command == "migrate":
+        return anyio.run(_migrate, config, args.source)
     if args.command == "status":
         from worker.cli.status import show_status
 
@@ -255,20 +275,13 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
         return anyio.run(partial(show_status, config, args.provider, args.call_id, args.json,
                                  args.limit, state=args.state, only_provider=args.only_provider))
     if args.command == "backfill":
-        from worker.cli.backfill import BadInputError as BadBackfillError
         from worker.cli.backfill import run_backfill
 
-        try:
-            return run_backfill(config, args)
-        except BadBackfillError as exc:
-            raise UsageError(str(exc)) from None
+        return run_backfill(config, args)  # its BadInputError is a UsageError: exit 2
     if args.command in ("deliveries", "replay"):
-        from worker.cli.deliveries import BadInputError, run_command
+        from worker.cli.deliveries import run_command
 
-        try:
-            return anyio.run(run_command, config, args)
-        except BadInputError as exc:
-            raise UsageError(str(exc)) from None
+        return anyio.run(run_command, config, args)
     raise UsageError(f"unknown command {args.command}")
 
 
@@ -284,6 +297,26 @@ def _check_config(config: Config) -> int:
     return 0
 
 
+async def _migrate(config: Config, source: str | None) -> int:
+    """Opening a store migrates it (under an advisory lock on PostgreSQL, so workers starting
+    meanwhile are safe); say where and which schema version it is at now. ``--from
+    sqlite:PATH`` first copies a SQLite database into an empty PostgreSQL one."""
+    from worker.store.factory import copy_sqlite_into, open_configured
+
+    if source is not None:
+        if not source.startswith("sqlite:"):
+            raise UsageError("migrate --from takes sqlite:PATH")
+        path = Path(source.removeprefix("sqlite:")).expanduser()  # noqa: ASYNC240
+        copied = await copy_sqlite_into(config, path)
+        print("copied " + ", ".join(f"{n} {table}" for table, n in copied.items()))
+    store = await open_configured(config)
+    try:
+        print(f"database {store.location}: schema version {await store.schema_version()}")
+    finally:
+        await store.close()
+    return 0
+
+
 def _run(config: Config) -> int:
     import signal
 
@@ -295,13 +328,10 @@ def _run(config: Config) -> int:
 
     from worker import logs
     from worker.daemon import Daemon
-    from worker.store.base import StoreError
 
     logs.setup(config.worker.log_level, journal=logs.is_journal(sys.stderr, os.environ))
-    try:
-        anyio.run(Daemon(config, environ=os.environ, early_signals=early).run)
-    except StoreError as exc:
-        raise CommandError(str(exc)) from exc
+    # A StoreError (a CallwatchError) ends here as one line and exit 1, like any of ours.
+    anyio.run(Daemon(config, environ=os.environ, early_signals=early).run)
     return 0
 
 

@@ -25,6 +25,7 @@ from worker.config import Config
 from worker.config_discovery import parse_rfc3339
 from worker.discovery_plan import Window
 from worker.discovery_sweep import SweepReport, sweep
+from worker.errors import UsageError
 from worker.providers.listing import LISTABLE, ListedCall, make_lister
 from worker.ratelimit import TokenBucket
 from worker.store.base import NewCall, Store
@@ -34,7 +35,7 @@ MAX_PAGES = 1_000_000  # 100 million calls: a bound against a list that never en
 PLAIN_EVERY = 5.0  # seconds between progress lines when not on a terminal
 
 
-class BadInputError(Exception):
+class BadInputError(UsageError):
     """Bad usage: exit 2 with this one line."""
 
 

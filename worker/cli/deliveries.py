@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from worker.config import Config
+from worker.errors import UsageError
 from worker.events import rfc3339
 from worker.store.base import Store, StoreNotFoundError
 from worker.store.factory import open_configured
@@ -27,7 +28,7 @@ _RELATIVE = re.compile(r"(?:(\d+(?:\.\d+)?)([smhd]))")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class BadInputError(ValueError):
+class BadInputError(UsageError):
     """A mistake in the command line: exit 2."""
 
 

@@ -11,13 +11,14 @@ from typing import Any, TypeVar
 
 from structlog.typing import FilteringBoundLogger
 
+from worker.errors import CallwatchError
 from worker.model import DownloadSource, RecordingSnapshot, RecordingStatus
 from worker.signed_urls import parse_timestamp
 
 T = TypeVar("T")
 
 
-class UnparseableError(Exception):
+class UnparseableError(CallwatchError):
     """The reply does not have the shape the provider documents; the message says where."""
 
 

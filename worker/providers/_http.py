@@ -35,6 +35,7 @@ import httpx
 import stamina
 from structlog.typing import FilteringBoundLogger
 
+from worker.errors import CallwatchError
 from worker.model import FailureKind, NotFound, PollFailed
 from worker.providers import _inflate
 from worker.providers._fields import UnparseableError
@@ -62,7 +63,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NOT_CREDENTIALS = frozenset({"accept", "accept-encoding", "user-agent"})
 
 
-class _RetryableError(Exception):
+class _RetryableError(CallwatchError):
     """Worth asking again in a moment: a 408 or 5xx (not 503), a network error, a timeout.
 
     It carries only a status or an exception type name, never the original message: stamina

@@ -17,6 +17,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator
 
+from worker.errors import CallwatchError
+
 ACCEPT_ENCODING = "gzip, deflate"
 _GZIP_WBITS = zlib.MAX_WBITS | 16
 _ZLIB_WBITS = zlib.MAX_WBITS
@@ -24,7 +26,7 @@ _RAW_DEFLATE_WBITS = -zlib.MAX_WBITS
 MAX_GZIP_MEMBERS = 64  # a real reply has one; each member costs a new decompressor
 
 
-class UnsupportedEncodingError(Exception):
+class UnsupportedEncodingError(CallwatchError):
     """The reply is in a content coding we did not ask for and cannot bound."""
 
 

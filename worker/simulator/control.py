@@ -21,20 +21,37 @@ from __future__ import annotations
 import base64
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
 from worker.simulator.asgi import Receive, Request, Router, Scope, Send, send_json
 from worker.simulator.content import expected_sha256
-from worker.simulator.sink import ReceivedRequest
-from worker.simulator.world import CallScript, RecordingScript, new_call_id
+from worker.simulator.faults import Faults
+from worker.simulator.sink import ReceivedRequest, Sink
+from worker.simulator.world import CallScript, RecordingScript, World, new_call_id
 
-if TYPE_CHECKING:
-    from worker.simulator.server import Simulator
+
+class Simulator(Protocol):
+    """What the control API reaches in the running simulator (``server.Simulator`` is it).
+
+    A Protocol, not an import of ``server``: the server builds this app, and importing it
+    back would be an import cycle (tests/test_layering.py forbids even annotation-only ones).
+    """
+
+    world: World
+    sink: Sink
+    faults: dict[str, Faults]
+
+    @property
+    def sink_url(self) -> str: ...
+    async def sink_down(self) -> None: ...
+    async def sink_up(self) -> None: ...
+    def describe(self) -> dict[str, Any]: ...
+
 
 Result = tuple[int, Any]
-ControlHandler = Callable[["Simulator", Request], Awaitable[Result]]
+ControlHandler = Callable[[Simulator, Request], Awaitable[Result]]
 
 
 def script_json(script: CallScript, now: float) -> dict[str, Any]:

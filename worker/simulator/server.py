@@ -25,6 +25,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from worker.embedded_server import EmbeddedServer
 from worker.simulator.apifycloud import apifycloud_app
 from worker.simulator.asgi import Receive, Scope, Send
+from worker.simulator.concurrency import Concurrency
 from worker.simulator.control import ControlApp
 from worker.simulator.envoy import envoy_app
 from worker.simulator.faults import API_FAULTS, DOWNLOAD_FAULTS, Faults
@@ -134,6 +135,8 @@ class Simulator:
     api_keys: dict[str, str]
     _roles: dict[str, _Role] = field(default_factory=dict)
     _tg: TaskGroup | None = None
+    # Requests in flight per provider path (one path, one call): see simulator/concurrency.py
+    concurrency: Concurrency = field(default_factory=Concurrency)
 
     @property
     def base_urls(self) -> dict[str, str]:
@@ -177,16 +180,19 @@ class Simulator:
 def _apps(sim: Simulator, ultravox_rate_limit: float | None) -> dict[str, App]:
     """One ASGI app per role, all sharing the simulator's world, signer and faults."""
     world, signer, keys, faults = sim.world, sim.signer, sim.api_keys, sim.faults
+    counted = sim.concurrency.wrap
     return {
-        "ultravox": ultravox_app(
+        "ultravox": counted("ultravox", ultravox_app(
             world,
             signer,
             api_key=keys["ultravox"],
             rate_limit=ultravox_rate_limit,
             faults=faults["ultravox"],
-        ),
-        "envoy": envoy_app(world, signer, api_key=keys["envoy"], faults=faults["envoy"]),
-        "apifycloud": apifycloud_app(world, signer, faults=faults["apifycloud"]),
+        )),
+        "envoy": counted("envoy", envoy_app(world, signer, api_key=keys["envoy"],
+                                            faults=faults["envoy"])),
+        "apifycloud": counted("apifycloud", apifycloud_app(world, signer,
+                                                           faults=faults["apifycloud"])),
         "files": FileStore(world, signer, faults["files"]),
         "sink": sim.sink,
         "control": ControlApp(sim),

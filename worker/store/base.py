@@ -166,6 +166,16 @@ class CallStore(Protocol):
         """
         ...
 
+    async def wait_for_change(self, timeout: float) -> bool:  # noqa: ASYNC109 - a wake-up
+        """Return True as soon as another process may have changed due work (tracked a call,
+        made one due, wrote events, released leases), False once ``timeout`` has passed.
+
+        PostgreSQL answers through LISTEN/NOTIFY, so a call tracked by any process is polled
+        at once; a backend without notifications just waits (the scheduler's idle tick then
+        finds the change, within about a second).
+        """
+        ...
+
 
 class DeliveryStore(Protocol):
     """Domain-level persistence of webhook deliveries (types: ``webhooks/base.py``).

@@ -36,12 +36,14 @@ def is_url(database: Path | str) -> bool:
 
 
 async def open_store(database: Path | str, *, lease_seconds: float = LEASE_SECONDS,
-                     owner: str | None = None, create: bool = True) -> Store:
+                     owner: str | None = None, create: bool = True,
+                     password: str | None = None) -> Store:
     """Open (creating and migrating if needed) the store at ``database``.
 
     ``create=False``: a SQLite file that does not exist yet raises ``StoreNotFoundError``
     instead of being created (``status`` and ``deliveries`` only read). ``owner`` names whose
-    leases are whose (default: this process, ``planning.worker_identity``).
+    leases are whose (default: this process, ``planning.worker_identity``). ``password``:
+    a server's password, kept out of the URL (``[worker] database_password_env``/``_file``).
     """
     owner = owner or worker_identity()
     if is_url(database):
@@ -53,7 +55,8 @@ async def open_store(database: Path | str, *, lease_seconds: float = LEASE_SECON
             raise BackendUnavailableError(
                 f"{backend} is not available in this build of callwatch "
                 f"([worker] database is a {backend} URL): {exc}") from exc
-        store: Store = await module.open_backend(url, owner=owner, lease_seconds=lease_seconds)
+        store: Store = await module.open_backend(url, owner=owner, lease_seconds=lease_seconds,
+                                                 password=password)
         return store
     path = Path(database)
     if not create and not path.exists():  # noqa: ASYNC240 - one stat before opening
@@ -64,4 +67,16 @@ async def open_store(database: Path | str, *, lease_seconds: float = LEASE_SECON
 async def open_configured(config: Config, *, create: bool = True) -> Store:
     """``open_store`` with the ``[worker]`` settings of ``config``."""
     return await open_store(config.worker.database, lease_seconds=config.worker.lease_seconds,
-                            create=create)
+                            create=create, password=config.worker.database_password)
+
+
+async def copy_sqlite_into(config: Config, source: Path) -> dict[str, int]:
+    """``callwatch migrate --from sqlite:PATH``: copy the SQLite database at ``source`` into
+    the (empty) PostgreSQL database ``config`` names; rows copied per table."""
+    if not is_url(config.worker.database):
+        raise BackendUnavailableError("[worker] database must be a postgresql:// URL to copy "
+                                      "a SQLite database into")
+    module = importlib.import_module("worker.store.postgres_import")
+    copied: dict[str, int] = await module.import_from_sqlite(
+        str(config.worker.database), config.worker.database_password, source)
+    return copied

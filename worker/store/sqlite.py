@@ -136,6 +136,12 @@ class SQLiteStore:
                 (reason[:500], now, provider, call_id))
             return cursor.rowcount == 1
 
+    async def wait_for_change(self, timeout: float) -> bool:  # noqa: ASYNC109 - a wake-up
+        """SQLite has no notifications: the scheduler's idle tick finds other processes'
+        changes (within about a second)."""
+        await anyio.sleep(timeout)
+        return False
+
     async def claim_due_calls(self, provider: str, now: float, limit: int) -> list[TrackedCall]:
         if limit <= 0:
             return []
