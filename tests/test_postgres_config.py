@@ -93,7 +93,8 @@ def test_migrate_track_and_status_work_on_postgresql(pg_config: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """The operator's commands behave on PostgreSQL exactly as on SQLite."""
     assert main(["--config", str(pg_config), "migrate"]) == 0
-    assert "schema version 1" in capsys.readouterr().out
+    from worker.store.postgres_db import SCHEMA_VERSION
+    assert f"schema version {SCHEMA_VERSION}" in capsys.readouterr().out
     assert main(["--config", str(pg_config), "track", "ultravox", UUID]) == 0
     assert main(["--config", str(pg_config), "track", "ultravox", UUID]) == 0
     assert "already tracked" in capsys.readouterr().out
