@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from worker.cli import main
 from worker.config import ConfigError, parse
 from worker.database_url import is_postgres, parse_postgres_url, redact
+from worker.store.postgres_db import SCHEMA_VERSION
 
 UUID = "6f1c2a9e-5b8d-4f3e-9a0b-2c4d6e8f0a1b"
 PROVIDERS = {"providers": {"ultravox": {"api_key_env": "UV_KEY"}}}
@@ -93,7 +94,6 @@ def test_migrate_track_and_status_work_on_postgresql(pg_config: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """The operator's commands behave on PostgreSQL exactly as on SQLite."""
     assert main(["--config", str(pg_config), "migrate"]) == 0
-    from worker.store.postgres_db import SCHEMA_VERSION
     assert f"schema version {SCHEMA_VERSION}" in capsys.readouterr().out
     assert main(["--config", str(pg_config), "track", "ultravox", UUID]) == 0
     assert main(["--config", str(pg_config), "track", "ultravox", UUID]) == 0

@@ -78,7 +78,9 @@ class Connections:
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         with self.translated():
-            async with self.pool.acquire() as conn:
+            # A bounded wait: after a server restart a pool whose connections all broke
+            # mid-operation must fail over to a retry (transient), never wait forever.
+            async with self.pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
                 yield conn
 
     @contextlib.asynccontextmanager
