@@ -35,6 +35,7 @@ SUITE: dict[str, list[str]] = {
     "archive_s3": ["--sizes", "8", "--reps", "1"],
     "endlatency": ["--quick"],
     "discovery": ["--quick"],
+    "counts": ["--quick"],
 }
 
 

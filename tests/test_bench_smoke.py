@@ -22,6 +22,7 @@ TINY = {
     "scale": ["--sizes", "300", "--rate", "100", "--seconds", "1", "--lead", "1.5"],
     "outbox": ["--events", "200", "--calls", "20", "--batch", "16", "--rounds", "1"],
     "discovery": ["--sizes", "300", "--rounds", "1"],
+    "counts": ["--calls", "300", "--rounds", "1", "--repeats", "1"],
 }
 
 

@@ -87,6 +87,16 @@ async def watch_store(store: Store) -> None:
         problem = health.problem
 
 
+async def recount_calls(store: Store) -> None:
+    """Once after start, in the background: repair the maintained call counts if they drifted
+    (``Store.recount_calls``; it reads every call, seconds at a million). A failure here is
+    only logged: the counts feed ``status`` and metrics, never a decision."""
+    try:
+        await store.recount_calls()
+    except StoreError as exc:
+        log.warning("store.recount_failed", error=str(exc))
+
+
 def lanes_for(config: Config, client: httpx.AsyncClient) -> dict[str, Lane]:
     root = archive_root(config)
     return {
@@ -190,6 +200,7 @@ class Daemon:
             outer.start_soon(self._watch_signals, runtime)
             outer.start_soon(watch_store, runtime.store)
             outer.start_soon(keep_heartbeat, runtime.store, components)
+            outer.start_soon(recount_calls, runtime.store)
             async with anyio.create_task_group() as inner:
                 for component in components:
                     await inner.start(component.run)

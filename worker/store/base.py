@@ -410,6 +410,15 @@ class StoreLifecycle(Protocol):
         """At start: release call leases held by workers that are gone; return how many."""
         ...
 
+    async def recount_calls(self) -> int:
+        """Check the maintained totals behind ``counts`` against a full count of the calls,
+        repair any difference, return how many (provider, state) groups were wrong.
+
+        Slow (it reads every call) but never blocking the writer for long: the daemon runs it
+        once, in the background, after start.
+        """
+        ...
+
     async def release_leases(self) -> int:
         """At a clean stop: hand back the calls this store claimed but did not finish."""
         ...

@@ -249,13 +249,33 @@ class PostgresStore:
         return [_event(r) for r in found]
 
     async def counts(self) -> Counts:
+        """Totals from ``call_counts``, kept by triggers (migration 0008): a handful of rows
+        however many calls; the oldest due poll is one ``calls_due`` probe per provider."""
         async with self.db.connection() as conn:
-            by_state = {(r[0], r[1]): r[2] for r in await conn.fetch(
-                f"SELECT provider, {_STATE}, COUNT(*) FROM calls GROUP BY provider, {_STATE}")}
+            by_state = {(r[0], r[1]): int(r[2]) for r in await conn.fetch(sql.COUNTS)}
             events = await conn.fetchval("SELECT COALESCE(MAX(seq), 0) FROM events")
-            due = await conn.fetchval(
-                "SELECT MIN(next_poll_at) FROM calls WHERE next_poll_at IS NOT NULL")
+            due = await conn.fetchval(sql.OLDEST_DUE)
         return Counts(calls_by_state=by_state, events=int(events), oldest_due_at=due)
+
+    async def recount_calls(self) -> int:
+        """As ``SQLiteStore.recount_calls``: both counts in one snapshot (a read-only
+        REPEATABLE READ transaction), a repair adds the difference found in it."""
+        async with self.db.connection() as conn, conn.transaction(isolation="repeatable_read",
+                                                                  readonly=True):
+            actual = {(r[0], r[1]): int(r[2]) for r in await conn.fetch(
+                f"SELECT provider, {_STATE}, COUNT(*) FROM calls GROUP BY 1, 2")}
+            kept = {(r[0], r[1]): int(r[2]) for r in await conn.fetch(sql.COUNTS)}
+        wrong = {key: actual.get(key, 0) - kept.get(key, 0)
+                 for key in actual.keys() | kept.keys() if actual.get(key) != kept.get(key)}
+        if not wrong:
+            return 0
+        async with self.db.transaction() as conn:
+            await conn.executemany(sql.ADD_COUNT,
+                                   [(p, s, d) for (p, s), d in sorted(wrong.items())])
+        log.warning("store.counts_repaired", groups=len(wrong),
+                    sample=sorted(f"{p}/{s}: {kept.get((p, s), 0)} -> {actual.get((p, s), 0)}"
+                                  for p, s in wrong)[:5])
+        return len(wrong)
 
     # ----------------------------------------------------------------------- changes
 

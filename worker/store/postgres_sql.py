@@ -109,3 +109,12 @@ RENEW = (
     "UPDATE recordings SET download_lease_until = $2 WHERE download_lease_owner = $1 "
     "AND status = 'available'",
 )
+
+# Maintained call counts (migration 0008): rows at 0 are kept but not reported.
+COUNTS = "SELECT provider, state, n FROM call_counts WHERE n <> 0"
+ADD_COUNT = ("INSERT INTO call_counts (provider, state, n) VALUES ($1, $2, $3) "
+             "ON CONFLICT (provider, state) DO UPDATE SET n = call_counts.n + excluded.n")
+# The earliest due poll: one probe of calls_due per provider.
+OLDEST_DUE = ("SELECT MIN(m) FROM (SELECT DISTINCT provider FROM call_counts) AS p, "
+              "LATERAL (SELECT MIN(next_poll_at) AS m FROM calls "
+              "WHERE provider = p.provider AND next_poll_at IS NOT NULL) AS d")

@@ -324,9 +324,23 @@ def _moved(path: Path, identity: tuple[int, int] | None) -> str | None:
 
 
 def _statements(sql: str) -> list[str]:
-    """Split a migration file into statements (our migrations hold no ';' in literals)."""
+    """Split a migration file into statements (our migrations hold no ';' in literals).
+
+    A piece ends a statement only when SQLite says it is complete: a trigger's body holds
+    statements of its own between BEGIN and END.
+    """
     lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    statements: list[str] = []
+    pending = ""
+    for piece in "\n".join(lines).split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip().removesuffix(";").strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        statements.append(pending.strip().removesuffix(";").strip())
+    return statements
 
 
 def _create_private(path: Path) -> None:
