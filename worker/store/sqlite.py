@@ -30,11 +30,14 @@ from worker.store.base import (
     DiscoveryState,
     NewCall,
     PollApplied,
+    PrunedCall,
     StoredEvent,
     StoreHealth,
+    TableStats,
 )
 from worker.store.deliveries import SQLiteDeliveries
 from worker.store.discovery import SQLiteDiscovery
+from worker.store.retention import SQLiteRetention
 from worker.store.downloads import SQLiteDownloads
 from worker.store.errors import PermanentStoreError, StoreError
 from worker.store.planning import dead_owners, owner_is_dead, worker_identity
@@ -71,6 +74,7 @@ class SQLiteStore:
         self.deliveries = SQLiteDeliveries(db, owner)
         self.downloads = SQLiteDownloads(db, owner, lease_seconds)
         self.discovery = SQLiteDiscovery(db, owner)
+        self.retention = SQLiteRetention(db)
 
     @classmethod
     async def open(cls, path: Path, owner: str | None = None, *,
@@ -373,6 +377,24 @@ class SQLiteStore:
 
     async def discovery_state(self, provider: str) -> DiscoveryState | None:
         return await self.discovery.discovery_state(provider)
+
+
+    # ------------------------------------------------- retention (``retention.py``)
+
+    async def prune_settled(self, before: float, *, limit: int, dry_run: bool = False,
+                            after: int = 0) -> list[PrunedCall]:
+        return await self.retention.prune_settled(before, limit=limit, dry_run=dry_run,
+                                                  after=after)
+
+    async def reclaim_space(self) -> int:
+        return await self.retention.reclaim_space()
+
+    async def vacuum(self) -> None:
+        await self.retention.vacuum()
+
+    async def table_stats(self) -> TableStats:
+        async with self._reader_lock:
+            return await self.retention.table_stats(await self._read_connection())
 
 
 # A call's state for ``counts``: its terminal kind, else set aside, else its status.
