@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.backfill import add_parser as add_backfill_parser
 
     add_backfill_parser(commands)
+    from worker.prune import add_parser as add_prune_parser
+
+    add_prune_parser(commands)
     return parser
 
 
@@ -224,7 +227,7 @@ def _error_prefix() -> str:
     return "<3>" if logs.is_journal(sys.stderr, os.environ) else ""
 
 
-def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per command
+def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one branch per command
     from worker import logs
 
     # Commands other than run keep stdout for their output; only warnings go to stderr.
@@ -261,6 +264,14 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
         try:
             return run_backfill(config, args)
         except BadBackfillError as exc:
+            raise UsageError(str(exc)) from None
+    if args.command == "prune":
+        from worker.prune import BadInputError as BadPruneError
+        from worker.prune import run_prune
+
+        try:
+            return run_prune(config, args)
+        except BadPruneError as exc:
             raise UsageError(str(exc)) from None
     if args.command in ("deliveries", "replay"):
         from worker.webhooks.commands import BadInputError, run_command

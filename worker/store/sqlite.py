@@ -37,10 +37,10 @@ from worker.store.base import (
 )
 from worker.store.deliveries import SQLiteDeliveries
 from worker.store.discovery import SQLiteDiscovery
-from worker.store.retention import SQLiteRetention
 from worker.store.downloads import SQLiteDownloads
 from worker.store.errors import PermanentStoreError, StoreError
 from worker.store.planning import dead_owners, owner_is_dead, worker_identity
+from worker.store.retention import SQLiteRetention
 from worker.store.sqlite_db import BUSY_TIMEOUT_MS, SCHEMA_VERSION, SQLiteDatabase, migrations
 from worker.webhooks.base import (
     AttemptResult,

@@ -172,8 +172,8 @@ class SQLiteDatabase:
     async def _setup(self) -> None:
         # auto_vacuum first: it takes effect only on a file with no table yet (a new one), and
         # only before journal_mode=WAL writes the header. Existing files: _adopt_auto_vacuum.
-        for pragma in ("auto_vacuum=INCREMENTAL", "journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_TIMEOUT_MS}",
-                       "foreign_keys=ON", "cache_size=-16000"):
+        for pragma in ("auto_vacuum=INCREMENTAL", "journal_mode=WAL", "synchronous=NORMAL",
+                       f"busy_timeout={BUSY_TIMEOUT_MS}", "foreign_keys=ON", "cache_size=-16000"):
             await self._conn.execute(f"PRAGMA {pragma}")
         await self._quick_check()
         async with self.transaction() as db:
