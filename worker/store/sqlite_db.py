@@ -228,14 +228,7 @@ class SQLiteDatabase:
 
     async def release_free_pages(self) -> int:
         """Hand free pages back to the file system (``incremental_vacuum``); how many were."""
-        async with self._lock:
-            try:
-                [(before,)] = await self._conn.execute_fetchall("PRAGMA freelist_count")
-                await self._conn.execute_fetchall("PRAGMA incremental_vacuum")
-                [(after,)] = await self._conn.execute_fetchall("PRAGMA freelist_count")
-            except sqlite3.Error as exc:
-                raise translate(exc, f"cannot vacuum {self.path}") from exc
-        return int(before) - int(after)
+        return await self.write_job(_incremental_vacuum)
 
     async def _quick_check(self) -> None:
         """A corrupt file is refused at open, in at most ``QUICK_CHECK_SECONDS``.
@@ -352,6 +345,15 @@ class SQLiteDatabase:
                 await self._conn.close()
             except (sqlite3.Error, ValueError) as exc:  # ValueError: already closed
                 log.warning("store.close_failed", database=str(self.path), error=str(exc))
+
+
+def _incremental_vacuum(db: sqlite3.Connection) -> int:
+    # executescript, not execute: the sqlite3 module steps a statement without result
+    # columns once, and each step of this pragma frees one page.
+    [(before,)] = db.execute("PRAGMA freelist_count").fetchall()
+    db.executescript("PRAGMA incremental_vacuum;")
+    [(after,)] = db.execute("PRAGMA freelist_count").fetchall()
+    return int(before) - int(after)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
