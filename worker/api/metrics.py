@@ -60,6 +60,14 @@ async def _database(ctx: Context, out: Exposition) -> None:
     lag = 0.0 if counts.oldest_due_at is None else max(0.0, time.time() - counts.oldest_due_at)
     out.gauge("callwatch_poll_lag_seconds", "How late the most overdue poll is (0: none is "
               "overdue); a growing value means polling cannot keep up.", [({}, lag)])
+    tables = await ctx.runtime.store.table_stats()
+    out.gauge("callwatch_database_size_bytes", "Size of the database (SQLite: the file, "
+              "without its -wal); should level off once retention prunes.",
+              [({}, tables.size_bytes)])
+    out.gauge("callwatch_rows", "Rows per table (calls, events, deliveries, attempts).",
+              [({"table": "calls"}, tables.calls), ({"table": "events"}, tables.events),
+               ({"table": "deliveries"}, tables.deliveries),
+               ({"table": "attempts"}, tables.attempts)])
     delivery_counts = getattr(ctx.runtime.store, "delivery_counts", None)
     if delivery_counts is not None:
         deliveries = await delivery_counts()
@@ -138,6 +146,9 @@ def _archiver(archiver: Any, out: Exposition) -> None:
                     [({}, written)])
     if isinstance(in_flight := getattr(stats, "in_flight", None), int):
         out.gauge("callwatch_downloads_in_flight", "Downloads under way.", [({}, in_flight)])
+    if callable(downloads_now := getattr(archiver, "downloads", None)):
+        out.gauge("callwatch_download_bytes_in_flight", "Bytes received so far by the "
+                  "downloads under way.", [({}, sum(p.bytes for _, p in downloads_now()))])
     if hasattr(stats, "paused"):
         out.gauge("callwatch_archive_paused", "1 while archiving is paused (a full or "
                   "read-only disk), else 0.", [({}, int(stats.paused is not None))])

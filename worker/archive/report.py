@@ -7,9 +7,10 @@ reason to look it up is to compare it with a file.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from worker.archive.base import ArchiveState, DownloadInfo
+from worker.archive.base import ArchiveState, DownloadInfo, DownloadProgress
 from worker.events import rfc3339
 from worker.model import RecordingStatus, TrackedCall
 
@@ -59,9 +60,33 @@ def recording_lines(call: TrackedCall, downloads: Mapping[str, DownloadInfo],
     return lines
 
 
+def size_text(n: float) -> str:
+    """Bytes for people: ``512 B``, ``3.4 KiB``, ``812.0 MiB``, ``1.2 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def progress_text(progress: DownloadProgress, now: float) -> str:
+    """``412.0 MiB of 800.0 MiB (51%), 5.2 MiB/s, about 1m left (as of 2s ago)``."""
+    text = size_text(progress.bytes)
+    if progress.total:
+        text += f" of {size_text(progress.total)} ({100 * progress.bytes // progress.total}%)"
+    text += f", {size_text(progress.rate)}/s"
+    if (eta := progress.eta) is not None:
+        text += f", about {_age(eta)} left"
+    if now - progress.at >= 1:
+        text += f" (as of {_age(now - progress.at)} ago)"
+    return text
+
+
 def _progress(info: DownloadInfo, now: float) -> str:
     if info.in_progress:
         text = "downloading now"
+        if info.progress is not None:
+            text += f": {progress_text(info.progress, now)}"
     elif info.next_attempt_at is not None and info.next_attempt_at > now:
         text = f"next attempt in {_age(info.next_attempt_at - now)}"
     else:
@@ -78,8 +103,30 @@ def downloads_json(call: TrackedCall, downloads: Mapping[str, DownloadInfo]) -> 
     return {
         rec.id: {"attempts": info.attempts, "last_error": info.last_error,
                  "next_attempt_at": rfc3339(info.next_attempt_at),
-                 "in_progress": info.in_progress}
+                 "in_progress": info.in_progress, "progress": progress_json(info.progress)}
         for rec in call.recordings
         if rec.status == RecordingStatus.AVAILABLE and call.terminal is None
         and (info := downloads.get(rec.id)) is not None
     }
+
+
+def with_live(downloads: Mapping[str, DownloadInfo],
+              live: Mapping[str, DownloadProgress]) -> dict[str, DownloadInfo]:
+    """``downloads`` as the database has them, with the archiver's live progress (fresher:
+    the database gets it only every few seconds) for the recordings it is fetching."""
+    merged = dict(downloads)
+    for recording_id, progress in live.items():
+        if (info := merged.get(recording_id)) is not None:
+            merged[recording_id] = replace(info, in_progress=True, progress=progress)
+    return merged
+
+
+def progress_json(progress: DownloadProgress | None) -> dict[str, Any] | None:
+    """A download's progress for ``status --json`` and the HTTP API; None when none known."""
+    if progress is None:
+        return None
+    eta = progress.eta
+    return {"bytes": progress.bytes, "total": progress.total,
+            "bytes_per_second": round(progress.rate, 1),
+            "eta_seconds": None if eta is None else round(eta, 1),
+            "started_at": rfc3339(progress.started_at), "measured_at": rfc3339(progress.at)}

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
+from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob, DownloadProgress
 from worker.model import DownloadSource, PollResult, TrackedCall
 from worker.reconcile import Archived, ArchiveFailed, Decision, Policy
 from worker.store.errors import (
@@ -277,7 +277,14 @@ class DownloadStore(Protocol):
     async def archive_state(self) -> ArchiveState: ...
 
     async def download_info(self, provider: str, call_id: str) -> dict[str, DownloadInfo]:
-        """Per recording id of the call: attempts and last error of pending downloads."""
+        """Per recording id of the call: attempts and last error of pending downloads, and
+        the progress last recorded for one in progress."""
+        ...
+
+    async def record_download_progress(
+            self, items: Sequence[tuple[DownloadJob, DownloadProgress]]) -> None:
+        """Note how far downloads this store holds have got (for ``status`` elsewhere); a
+        job whose lease is no longer ours is left alone. One transaction for all."""
         ...
 
 

@@ -20,7 +20,7 @@ import aiosqlite
 import anyio
 import structlog
 
-from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
+from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob, DownloadProgress
 from worker.model import DownloadSource, TrackedCall
 from worker.reconcile import Archived, ArchiveFailed, Policy
 from worker.store import jobs, rows
@@ -360,6 +360,10 @@ class SQLiteStore:
 
     async def download_info(self, provider: str, call_id: str) -> dict[str, DownloadInfo]:
         return await self.downloads.download_info(provider, call_id)
+
+    async def record_download_progress(
+            self, items: Sequence[tuple[DownloadJob, DownloadProgress]]) -> None:
+        await self.downloads.record_download_progress(items)
 
 
     # --------------------------------------------------- discovery (``discovery.py``)
