@@ -20,7 +20,7 @@ from worker.simulator.world import RecordingScript
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 KIB = 1024
-TOKEN = "progress-test-token-0123456789"
+TOKEN = "progress-test-token-0123456789"  # noqa: S105 - a test credential
 
 
 @pytest.fixture
