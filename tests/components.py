@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import anyio
 
-from worker.daemon import Component
+from worker.component import AnyComponent as Component
 
 C = TypeVar("C", bound=Component)
 

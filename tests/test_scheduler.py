@@ -23,6 +23,7 @@ from worker.model import (
 from worker.reconcile import Policy
 from worker.scheduler import Lane, Scheduler
 from worker.store.base import NewCall
+from worker.store.errors import TransientStoreError
 from worker.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -140,7 +141,7 @@ async def test_a_lowered_concurrency_holds_from_the_next_poll(store: SQLiteStore
             await polling.start(scheduler.run)
             await wait_until(lambda: scheduler.stats.in_flight["ultravox"] == 6)
             lane = scheduler.lanes["ultravox"]
-            scheduler.reconfigure({"ultravox": Lane(provider=provider, policy=lane.policy,
+            scheduler.set_lanes({"ultravox": Lane(provider=provider, policy=lane.policy,
                                                     concurrency=2, rate_limit=1000.0)})
             await wait_until(lambda: scheduler.stats.in_flight["ultravox"] <= 2)
             lowered = True
@@ -157,3 +158,28 @@ class Slow(Scripted):
     async def fetch_call(self, call_id: str) -> PollResult:
         await anyio.sleep(0.02)
         return await super().fetch_call(call_id)
+
+
+async def test_a_writer_that_cannot_commit_ages_the_schedulers_progress(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle lanes keep going round, yet progress() stays at the first failed commit."""
+    provider = Scripted()
+    scheduler = scheduler_for(store, provider)
+
+    async def refuse(*_: object) -> None:
+        raise TransientStoreError("database or disk is full")
+
+    monkeypatch.setattr(store, "apply_poll_results", refuse)
+    monkeypatch.setattr("worker.store.retry.FIRST_DELAY", 0.01)
+    await store.track(NewCall(provider="ultravox", call_id="c1"), time.time())
+    async with anyio.create_task_group() as tg:
+        await tg.start(scheduler.run)
+        await wait_until(lambda: scheduler.stats.uncommitted_since is not None)
+        stuck = scheduler.stats.uncommitted_since
+        before = scheduler.stats.lane_progress["ultravox"]
+        await wait_until(lambda: scheduler.stats.lane_progress["ultravox"] > before)
+        assert scheduler.progress() == stuck  # the lanes moved on; the writer did not
+        monkeypatch.undo()  # the disk has room again
+        await wait_until(lambda: scheduler.stats.uncommitted_since is None)
+        assert scheduler.progress() > stuck
+        tg.cancel_scope.cancel()

@@ -12,23 +12,26 @@ from __future__ import annotations
 import signal
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import httpx
 import structlog
-from anyio.abc import TaskStatus
 
 from worker import __version__
 from worker.api.server import ApiServer
 from worker.archive.archiver import Archiver
 from worker.archive.targets import archive_root
+from worker.component import AnyComponent
 from worker.config import Config, ConfigError, load
 from worker.discovery import Discovery
 from worker.http_pool import ShardedTransport
+from worker.looplag import LoopLagMonitor, LoopLagStats
 from worker.notify import Notifier
 from worker.providers import build_provider
 from worker.providers.base import Provider
@@ -37,21 +40,11 @@ from worker.retention import Retention
 from worker.scheduler import Lane, Scheduler
 from worker.store.base import Store, StoreError
 from worker.store.factory import open_configured
+from worker.store_errors import StoreErrors
 from worker.supervise import status_line, supervise
 from worker.webhooks.relay import Relay
 
 log = structlog.get_logger("worker.daemon")
-
-
-class Component(Protocol):
-    """A long-running part of the daemon."""
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        ...
-
-    def stop(self) -> None:
-        """Stop taking new work; ``run`` returns once in-flight work is done."""
-        ...
 
 
 async def _close(store: Store) -> None:
@@ -135,6 +128,10 @@ class Runtime:
     relay: Relay | None = None  # set at assembly; the API reads its stats and progress
     archiver: Archiver | None = None  # likewise, when archiving is on
     retention: Retention | None = None  # set at assembly
+    components: list[AnyComponent] = field(default_factory=list)  # every part, once assembled
+    started_wall: float = field(default_factory=time.time)
+    loop_lag: LoopLagStats | None = None
+    store_errors: Counter[str] | None = None  # refusals by operation, while the daemon runs
 
     @property
     def providers(self) -> dict[str, Provider]:
@@ -157,17 +154,22 @@ class Daemon:
         store = await open_configured(self.config)
         try:
             released = await store.recover()
+            errors = StoreErrors()
             async with http_client(self.config) as client:
-                scheduler = Scheduler(store, lanes_for(self.config, client))
+                scheduler = Scheduler(store, lanes_for(self.config, client),
+                                      lanes_for=partial(lanes_for, client=client))
                 runtime = Runtime(config=self.config, store=store, client=client,
-                                  scheduler=scheduler)
-                await self._run_components(runtime, released)
+                                  scheduler=scheduler, store_errors=errors.by_operation)
+                with errors.counting():
+                    await self._run_components(runtime, released)
         finally:
             await _close(store)
             self.notifier.close()
 
     async def _run_components(self, runtime: Runtime, released: int) -> None:
-        components: list[Component] = [runtime.scheduler]
+        lag = LoopLagMonitor()
+        runtime.loop_lag = lag.stats
+        components: list[AnyComponent] = [runtime.scheduler, lag]
         # Always: it keeps the outbox cursor current even with no [[webhooks]] (so an endpoint
         # added later gets new events, not the whole history), and --webhook URLs need it.
         runtime.relay = Relay.attach(runtime.config, runtime.store, runtime.scheduler)
@@ -185,18 +187,21 @@ class Daemon:
         components.append(runtime.retention)
         if runtime.config.api.listen:  # last: it reports on the others, and starts once they run
             components.append(ApiServer(runtime))
-        self._components = components
+        self._components = runtime.components = components
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._watch_signals, runtime)
             outer.start_soon(watch_store, runtime.store)
             async with anyio.create_task_group() as inner:
                 for component in components:
                     await inner.start(component.run)
-                outer.start_soon(supervise, self.notifier, runtime.store, components,
-                                 self._stop.is_set)
+                outer.start_soon(partial(
+                    supervise, self.notifier, runtime.store, components, self._stop.is_set,
+                    uncommitted_since=lambda: runtime.scheduler.stats.uncommitted_since,
+                    providers=lambda: list(runtime.config.providers),
+                    started_wall=runtime.started_wall))
                 log.info("daemon.ready", database=runtime.store.location,
                          providers=sorted(runtime.config.providers), leases_recovered=released,
-                         components=[type(c).__name__ for c in components])
+                         components=[c.name for c in components])
                 self.notifier.ready(await status_line(runtime.store, components))
                 await self._stop.wait()
                 started = time.monotonic()
@@ -257,11 +262,8 @@ class Daemon:
                             hint="this change takes effect at the next restart")
             changed = changed_keys(self.config.raw, new.raw)
             self.config = runtime.config = new
-            runtime.scheduler.reconfigure(lanes_for(new, runtime.client))
             for component in self._components:
-                reconfigure = getattr(component, "reconfigure", None)
-                if reconfigure is not None and component is not runtime.scheduler:
-                    reconfigure(new)
+                component.reconfigure(new)
             log.info("config.reloaded", source=str(new.source), webhooks=len(new.webhooks),
                      providers=sorted(new.providers), changed=changed)
         self.notifier.ready(await status_line(runtime.store, self._components))

@@ -60,8 +60,22 @@ def recorder(store: Store, provider: str, clock: Callable[[], float]) -> Record:
     return record
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DiscoveryStats:
+    """What discovery has done since start, for metrics and ``status``."""
+
+    tracked: int  # calls newly tracked
+    sweeps: Mapping[str, SweepReport]  # provider -> its last sweep's report
+
+
 class Discovery:
-    """Sweeps each configured provider's list every ``discover_interval`` until ``stop()``."""
+    """Sweeps each configured provider's list every ``discover_interval`` until ``stop()``.
+
+    A ``Component``; its ``progress()`` is None: it sleeps a whole interval between sweeps, which
+    a watchdog would read as a stall, and a failing sweep is retried and logged, never silent.
+    """
+
+    name = "discovery"
 
     def __init__(self, store: Store, lanes: Mapping[str, DiscoveryLane], *,
                  clock: Callable[[], float] = time.time,
@@ -92,6 +106,13 @@ class Discovery:
     def describe(self) -> str:
         """A fragment for the systemd STATUS= line."""
         return f"{self.tracked} calls discovered"
+
+    @property
+    def stats(self) -> DiscoveryStats:
+        return DiscoveryStats(tracked=self.tracked, sweeps=dict(self.sweeps))
+
+    def progress(self) -> float | None:
+        return None
 
     @classmethod
     def attach(cls, config: Config, store: Store, scheduler: Scheduler,

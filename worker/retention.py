@@ -69,7 +69,8 @@ class RetentionStats:
 
 
 class Retention:
-    """Prunes settled calls every ``EVERY`` seconds while retention is on (a daemon component).
+    """Prunes settled calls every ``EVERY`` seconds while retention is on: a ``Component``
+    (``worker/component.py``) with ``RetentionStats``.
 
     Reports no ``progress()``: it sleeps most of the time, which a watchdog would read as
     stalled. A pass that fails (a busy or full database) is logged and tried at the next.
@@ -92,6 +93,18 @@ class Retention:
     @classmethod
     def attach(cls, config: Config, store: Store) -> Retention:
         return cls(store, config.retention)
+
+    @property
+    def name(self) -> str:
+        return "retention"
+
+    def progress(self) -> float | None:
+        """None: it sleeps between passes, which a watchdog would read as stalled."""
+        return None
+
+    def describe(self) -> str:
+        """Nothing for the STATUS= line: pruning is housekeeping, logged as it happens."""
+        return ""
 
     @property
     def stats(self) -> RetentionStats:

@@ -30,6 +30,7 @@ import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from worker.config import Config
 from worker.model import FailureKind, NotFound, PollFailed, PollResult, Snapshot, TrackedCall
 from worker.providers.base import Provider
 from worker.ratelimit import TokenBucket
@@ -73,12 +74,16 @@ class SchedulerStats:
 class Scheduler:
     """Polls due calls until ``stop()``; then finishes what is in flight and returns."""
 
+    name = "scheduler"
+
     def __init__(self, store: CallStore, lanes: Mapping[str, Lane], *,
+                 lanes_for: Callable[[Config], Mapping[str, Lane]] | None = None,
                  clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random,
                  batch_size: int = 512, idle_wait: float = 1.0) -> None:
         self._store = store
         self._lanes = dict(lanes)
+        self._lanes_for = lanes_for  # how reconfigure() builds lanes from a new config
         self._clock = clock
         self._rng = rng
         self._batch_size = batch_size
@@ -108,7 +113,12 @@ class Scheduler:
         """The provider's token bucket and 429 pause; discovery paces its list requests by it."""
         return self._buckets[provider]
 
-    def reconfigure(self, lanes: Mapping[str, Lane]) -> None:
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: new policies and limits from ``config`` (through ``lanes_for``)."""
+        if self._lanes_for is not None:
+            self.set_lanes(self._lanes_for(config))
+
+    def set_lanes(self, lanes: Mapping[str, Lane]) -> None:
         """Take new policies and limits (SIGHUP) for providers that already have a lane."""
         for name, lane in lanes.items():
             if name in self._lanes:
@@ -123,8 +133,13 @@ class Scheduler:
                 self._wakeups[name].set()
 
     def progress(self) -> float:
-        """When the slowest lane last went round its loop (monotonic): the watchdog's input."""
-        return min(self.stats.lane_progress.values(), default=self.stats.last_progress)
+        """When the slowest lane last went round its loop, or since when the writer holds
+        results it could not commit, whichever is older (monotonic): the watchdog's input.
+        Idle lanes go round every second, so without the writer a scheduler that cannot
+        commit would look healthy forever."""
+        lanes = min(self.stats.lane_progress.values(), default=self.stats.last_progress)
+        stuck = self.stats.uncommitted_since
+        return lanes if stuck is None else min(lanes, stuck)
 
     def describe(self) -> str:
         """A fragment for the systemd STATUS= line."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -11,11 +13,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
+from anyio.abc import TaskStatus
+
 from tests.components import started
 from worker.api.server import ApiServer
+from worker.archive.archiver import ArchiverStats
+from worker.archive.base import DownloadJob, DownloadProgress
+from worker.component import AnyComponent
 from worker.config import Config, parse
+from worker.looplag import LoopLagStats
 from worker.scheduler import SchedulerStats
 from worker.store.sqlite import SQLiteStore
+from worker.webhooks.stats import RelayStats
 
 TOKEN = "test-api-token-5f1e"  # noqa: S105 - a test credential
 HOOK_SECRET = "test-ultravox-webhook-secret"  # noqa: S105
@@ -41,24 +51,64 @@ def make_config(tmp_path: Path, *, hook_secret: bool = True) -> Config:
     return parse(data, tmp_path / "callwatch.toml", ENVIRON)
 
 
-@dataclass
-class RecordingScheduler:
+class IdleComponent:
+    """A component that does nothing; subclasses say what they report."""
+
+    name = "idle"
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+
+    def stop(self) -> None:
+        pass
+
+    def progress(self) -> float | None:
+        return None
+
+    def describe(self) -> str:
+        return ""
+
+    def reconfigure(self, config: Config) -> None:
+        del config
+
+
+@dataclass(eq=False)
+class RecordingScheduler(IdleComponent):
     """The scheduler's face as the API sees it, remembering every wake-up."""
 
+    name = "scheduler"
     stats: SchedulerStats = field(default_factory=SchedulerStats)
     woken: list[str | None] = field(default_factory=list)
 
     def wake(self, provider: str | None = None) -> None:
         self.woken.append(provider)
 
+    def progress(self) -> float | None:
+        return self.stats.last_progress
 
-@dataclass
-class FakeRelay:
-    """Stands in for the webhook relay: a Counter of outcomes, like the real one."""
 
-    stats: dict[str, int] = field(default_factory=dict)
-    delivery_seconds: float = 0.0
-    oldest_pending_at: float | None = None
+@dataclass(eq=False)
+class FakeRelay(IdleComponent):
+    """Stands in for the webhook relay: its typed stats, and progress that a test can age."""
+
+    name = "relay"
+    stats: RelayStats = field(default_factory=RelayStats)
+    last_progress: float = field(default_factory=time.monotonic)
+
+    def progress(self) -> float | None:
+        return self.last_progress
+
+
+@dataclass(eq=False)
+class FakeArchiver(IdleComponent):
+    """Stands in for the archiver: its typed stats."""
+
+    name = "archiver"
+    stats: ArchiverStats = field(default_factory=ArchiverStats)
+    live: list[tuple[DownloadJob, DownloadProgress]] = field(default_factory=list)
+
+    def downloads(self) -> list[tuple[DownloadJob, DownloadProgress]]:
+        return list(self.live)
 
 
 @dataclass
@@ -71,6 +121,16 @@ class TestRuntime:
     store: SQLiteStore
     scheduler: RecordingScheduler = field(default_factory=RecordingScheduler)
     relay: FakeRelay | None = None
+    archiver: FakeArchiver | None = None
+    loop_lag: LoopLagStats | None = None
+    store_errors: Counter[str] | None = None
+    started_wall: float = field(default_factory=time.time)
+
+    @property
+    def components(self) -> list[AnyComponent]:
+        parts: list[AnyComponent] = [self.scheduler]
+        parts.extend(part for part in (self.relay, self.archiver) if part is not None)
+        return parts
 
 
 def ultravox_headers(body: bytes, *secrets: str, at: datetime | None = None,

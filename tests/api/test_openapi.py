@@ -37,7 +37,7 @@ async def test_served_document_is_the_file_in_the_repository(client: httpx.Async
 def test_every_route_of_the_app_is_in_the_document_and_nothing_else(tmp_path: Path) -> None:
     """The app's (method, path) pairs and the document's are the same set."""
     app = ApiApp(TestRuntime(config=make_config(tmp_path), store=None))  # type: ignore[arg-type]
-    served = {(r.method.lower(), r.template) for r in app.router.routes}
+    served = {(method.lower(), template) for method, template in app.operations()}
     paths = json.loads(DOCUMENT.read_text())["paths"]
     documented = {(method, path) for path, ops in paths.items() for method in ops}
     assert served == documented

@@ -171,7 +171,7 @@ async def test_garbage_on_the_wire_is_a_400_and_a_structured_log_line(
 async def test_a_body_that_trickles_in_too_slowly_is_408(server: ApiServer,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that announces a body and never sends it does not hold a task forever."""
-    monkeypatch.setattr("worker.api.asgi.BODY_TIMEOUT", 0.3)
+    monkeypatch.setattr("worker.api.middleware.BODY_TIMEOUT", 0.3)
     assert isinstance(server.address, tuple)
     async with await anyio.connect_tcp(server.address[0], server.address[1]) as stream:
         await stream.send(b"POST /v1/calls HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
@@ -181,3 +181,11 @@ async def test_a_body_that_trickles_in_too_slowly_is_408(server: ApiServer,
             reply = await stream.receive()
     assert reply.startswith(b"HTTP/1.1 408")
     assert b"not received within 0.3 s" in reply
+
+
+async def test_too_many_headers_are_431(anonymous: httpx.AsyncClient) -> None:
+    """101 small headers fit the size cap but not the count cap: 431, before auth."""
+    headers = {f"x-h{i}": "1" for i in range(101)}
+    reply = await anonymous.get("/healthz", headers=headers)
+    assert reply.status_code == 431
+    assert "more than 100 request headers" in reply.json()["error"]

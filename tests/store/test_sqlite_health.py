@@ -148,3 +148,12 @@ async def test_a_call_whose_metadata_cannot_be_read_is_still_listed(tmp_path: Pa
         assert (await store.counts()).calls_by_state[("envoy", "set_aside")] == 1
     finally:
         await store.close()
+
+
+async def test_a_closed_store_refuses_jobs_instead_of_hanging(tmp_path: Path) -> None:
+    """After close() the job thread is gone: a probe or a read raises at once, never waits
+    forever (a /healthz during shutdown must still answer)."""
+    store = await open_store(tmp_path / "callwatch.db")
+    await store.close()
+    with pytest.raises(PermanentStoreError, match="closed"):
+        await store.get_call("ultravox", "x")

@@ -20,6 +20,7 @@ from tests.webhooks.support import SECRET, SECRET_2, at, emit, hook, make_config
 from worker.config import Config
 from worker.model import EventType
 from worker.simulator import Simulator, World, run_simulator
+from worker.store.errors import TransientStoreError
 from worker.store.sqlite import SQLiteStore
 from worker.webhooks.base import DeliveryState, ListFilter
 from worker.webhooks.endpoints import UNCONFIGURED
@@ -371,3 +372,28 @@ async def test_the_loop_reports_progress_while_idle(store: SQLiteStore, tmp_path
         assert relay.progress() > before
         assert relay.describe() == "0 deliveries in flight, 0 queued"
         relay.stop()
+
+
+async def test_a_writer_that_cannot_record_ages_the_relays_progress(
+        sim: Simulator, store: SQLiteStore, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Delivered, but the result cannot be recorded: progress() stops at that moment while
+    the loop goes on, and moves again once the database takes the batch."""
+    refused: list[float] = []
+    record = store.record_attempts
+
+    async def refuse(*_: object) -> None:
+        refused.append(time.monotonic())
+        raise TransientStoreError("database or disk is full")
+
+    monkeypatch.setattr(store, "record_attempts", refuse)
+    monkeypatch.setattr("worker.store.retry.FIRST_DELAY", 0.01)
+    config = make_config(tmp_path, [hook(at(sim, "a"))])
+    async with running(config, store) as relay:
+        await send(store, relay, "call_1")
+        await wait_until(lambda: len(refused) >= 3, 10, "refused writes")
+        await anyio.sleep(0.5)  # the loop goes round (idle_wait 0.2) meanwhile
+        assert relay.progress() <= refused[0]  # not past the first refused write
+        monkeypatch.setattr(store, "record_attempts", record)
+        await wait_until(lambda: all_delivered(store), 10, "recorded at last")
+        await wait_until(lambda: relay.progress() > refused[-1], 5, "progress again")

@@ -1,47 +1,42 @@
-"""The HTTP API as one ASGI app: routes, bearer auth, JSON errors, request logs.
+"""The HTTP API as one Starlette app: routes, bearer auth, body caps, JSON errors, logs.
 
 Every answer is JSON (``/metrics`` aside), and no exception escapes as a traceback: a handler
 bug is logged as ``api.error`` and answered ``500 {"error": "internal error"}``.
 
-Auth: ``Authorization: Bearer <[api] token>`` on every route except ``/healthz`` (probes carry
+Auth: ``Authorization: Bearer <[api] token>`` on every path except ``/healthz`` (probes carry
 no secrets) and the Ultravox webhook (Ultravox cannot send our token; its HMAC signature is the
 proof there). ``/openapi.json`` needs the token too: the document is public in the repository,
-so serving it without auth would help no one but a scanner fingerprinting the daemon.
+so serving it without auth would help no one but a scanner fingerprinting the daemon. Auth
+runs before routing, so without the token an unknown path is a 401, not a 404: the API does
+not tell strangers which routes exist.
+
+A new route is one ``path(...)`` line in ``routes()`` (and its entry in docs/openapi.json; a
+test holds the two equal). A new method on an existing path is one more keyword there.
 """
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
 from importlib import resources
 
-import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from worker.api import calls, health, metrics, ultravox
-from worker.api.asgi import (
-    ClientGone,
-    Handler,
-    Headers,
-    HttpError,
-    Receive,
-    Reply,
-    Request,
-    Route,
-    Router,
-    Scope,
-    Send,
-    error_reply,
-    path_segments,
-)
+from worker.api.middleware import BearerAuth, BodyCap, Observe, Paths
 from worker.api.runtime import ApiRuntime, Context
+from worker.api.web import JSON_TYPE, HttpError, error_response, path
 
-log = structlog.get_logger("worker.api")
-
-_CHALLENGE: Headers = ((b"www-authenticate", b'Bearer realm="callwatch"'),)
-_BAD_TOKEN: Headers = ((b"www-authenticate", b'Bearer realm="callwatch", error="invalid_token"'),)
-ContextHandler = Callable[[Context, Request], Awaitable[Reply]]
+BODY_LIMIT = calls.BODY_LIMIT  # 64 KiB
+WEBHOOK_PATH = "/v1/providers/ultravox/webhook"
+OPEN_PATHS = ("/healthz", WEBHOOK_PATH)
+ContextHandler = Callable[[Context, Request], Awaitable[Response]]
 
 
 def openapi_document() -> bytes:
@@ -49,24 +44,54 @@ def openapi_document() -> bytes:
     return resources.files("worker.api").joinpath("openapi.json").read_bytes()
 
 
-def routes(ctx: Context) -> list[Route]:
+def routes(ctx: Context, exporter: metrics.Metrics) -> list[BaseRoute]:
     """Every route the API serves; docs/openapi.json must describe each (a test checks)."""
     document = openapi_document()
 
-    async def openapi(_: Request) -> Reply:
-        return Reply(200, document)
+    async def openapi(_: Request) -> Response:
+        return Response(document, 200, media_type=JSON_TYPE)
 
-    def bind(handler: ContextHandler) -> Handler:
-        return partial(handler, ctx)
+    async def scrape(request: Request) -> Response:
+        return await metrics.metrics(ctx, request, exporter)
+
+    def bind(handler: ContextHandler) -> Callable[[Request], Awaitable[Response]]:
+        async def bound(request: Request) -> Response:
+            return await handler(ctx, request)
+        return bound
 
     return [
-        Route("POST", "/v1/calls", bind(calls.track)),
-        Route("GET", "/v1/calls/{provider}/{call_id}", bind(calls.get)),
-        Route("POST", "/v1/providers/ultravox/webhook", bind(ultravox.webhook), auth=False),
-        Route("GET", "/healthz", bind(health.healthz), auth=False),
-        Route("GET", "/metrics", bind(metrics.metrics)),
-        Route("GET", "/openapi.json", openapi),
+        path("/v1/calls", POST=bind(calls.track)),
+        path("/v1/calls/{provider}/{call_id}", GET=bind(calls.get)),
+        path(WEBHOOK_PATH, POST=bind(ultravox.webhook)),
+        path("/healthz", GET=bind(health.healthz)),
+        path("/metrics", GET=scrape),
+        path("/openapi.json", GET=openapi),
     ]
+
+
+def body_limit(request_path: str) -> int:
+    """The webhook's call object carries summaries and metadata: it gets 1 MiB."""
+    return ultravox.BODY_LIMIT if request_path == WEBHOOK_PATH else BODY_LIMIT
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 and our ``HttpError``s, as ``{"error": ...}``."""
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for this type only
+    if isinstance(exc, HttpError):
+        message = exc.message
+    elif exc.status_code == 404:
+        message = "not found"
+    elif exc.status_code == 405:
+        message = f"method {request.method} not allowed here"
+    else:
+        message = str(exc.detail)
+    return error_response(exc.status_code, message, exc.headers)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client left before its body was complete: nobody reads this answer."""
+    del request, exc
+    return Response(status_code=400)
 
 
 class ApiApp:
@@ -74,54 +99,24 @@ class ApiApp:
 
     def __init__(self, runtime: ApiRuntime, *, clock: Callable[[], float] = time.time) -> None:
         self.ctx = Context(runtime=runtime, clock=clock)
-        self.router = Router(routes(self.ctx))
+        self.metrics = metrics.Metrics(self.ctx)
+        self.routes = routes(self.ctx, self.metrics)
+        self.app = Starlette(
+            routes=self.routes,
+            middleware=[
+                Middleware(Observe, stats=self.ctx.stats),
+                Middleware(Paths),
+                Middleware(BearerAuth, token=lambda: self.ctx.runtime.config.api.token,
+                           open_paths=OPEN_PATHS),
+                Middleware(BodyCap, limit_for=body_limit),
+            ],
+            exception_handlers={HTTPException: _http_error, ClientDisconnect: _client_gone},
+        )
+
+    def operations(self) -> set[tuple[str, str]]:
+        """Every (method, path template) served (HEAD aside: it follows GET)."""
+        return {(method, route.path) for route in self.routes if isinstance(route, Route)
+                for method in route.methods or () if method != "HEAD"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # lifespan is off and websockets are refused by the server
-            return
-        started = time.perf_counter()
-        route, reply = await self._answer(Request(scope, receive))
-        if reply is None:
-            return
-        out = [(b"content-length", str(len(reply.body)).encode()), *reply.headers]
-        if reply.content_type is not None:
-            out.append((b"content-type", reply.content_type))
-        out.append((b"cache-control", b"no-store"))
-        await send({"type": "http.response.start", "status": reply.status, "headers": out})
-        await send({"type": "http.response.body", "body": reply.body})
-        name = route.template if route is not None else "unmatched"
-        self.ctx.stats.requests[(name, reply.status)] += 1
-        log.debug("api.request", method=scope["method"], route=name, status=reply.status,
-                  ms=round((time.perf_counter() - started) * 1000, 2))
-
-    async def _answer(self, request: Request) -> tuple[Route | None, Reply | None]:
-        """The route that matched (if any) and the reply; no reply when the client left."""
-        route: Route | None = None
-        try:
-            route, request.params = self.router.match(request.method,
-                                                      path_segments(request.scope))
-            if route.auth:
-                self._authorize(request)
-            return route, await route.handler(request)
-        except HttpError as exc:
-            return route, error_reply(exc.status, exc.message, exc.headers)
-        except ClientGone:
-            return route, None
-        except Exception:
-            log.exception("api.error", method=request.method,
-                          route=route.template if route else None)
-            return route, error_reply(500, "internal error")
-
-    def _authorize(self, request: Request) -> None:
-        """401 unless the request carries the configured bearer token (compared in constant
-        time; read per request, so a reload's new token applies at once)."""
-        token = self.ctx.runtime.config.api.token
-        given = request.header(b"authorization")
-        if given is None:
-            raise HttpError(401, "missing Authorization: Bearer <token> header", _CHALLENGE)
-        scheme, _, credentials = given.partition(b" ")
-        if scheme.lower() != b"bearer" or not credentials.strip():
-            raise HttpError(401, "the Authorization header must be 'Bearer <token>'", _CHALLENGE)
-        if token is None or not hmac.compare_digest(credentials.strip(),
-                                                    token.reveal().encode()):
-            raise HttpError(401, "wrong bearer token", _BAD_TOKEN)
+        await self.app(scope, receive, send)

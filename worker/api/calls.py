@@ -14,9 +14,11 @@ from typing import Any
 
 import anyio
 import structlog
+from starlette.requests import Request
+from starlette.responses import Response
 
-from worker.api.asgi import HttpError, Reply, Request, json_reply
 from worker.api.runtime import Context
+from worker.api.web import HttpError, json_response, param
 from worker.archive.report import downloads_json, with_live
 from worker.events import rfc3339
 from worker.model import TrackedCall
@@ -73,9 +75,9 @@ def _kind(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-async def track(ctx: Context, request: Request) -> Reply:
+async def track(ctx: Context, request: Request) -> Response:
     """Track a call: 201 when new, 200 when it already was (nothing changes then)."""
-    fields = track_request(parse_json(await request.body(BODY_LIMIT)))
+    fields = track_request(parse_json(await request.body()))  # capped by BodyCap
     provider, call_id = fields["provider"], fields["call_id"]
     metadata = fields.get("metadata")
     config = ctx.runtime.config
@@ -95,7 +97,7 @@ async def track(ctx: Context, request: Request) -> Reply:
     call = await ctx.runtime.store.get_call(provider, call_id)
     if call is None:  # tracked a moment ago: only a concurrent wipe of the database does this
         raise HttpError(503, "the call was tracked but cannot be read back; retry")
-    return json_reply(201 if created else 200, {"tracked": created, **call_json(call)})
+    return json_response(201 if created else 200, {"tracked": created, **call_json(call)})
 
 
 async def _resolve(url: str) -> list[str]:
@@ -111,9 +113,9 @@ async def _resolve(url: str) -> list[str]:
     return []
 
 
-async def get(ctx: Context, request: Request) -> Reply:
+async def get(ctx: Context, request: Request) -> Response:
     """One call with its recordings and events, like ``callwatch status P ID --json``."""
-    provider, call_id = request.params["provider"], request.params["call_id"]
+    provider, call_id = param(request, "provider"), param(request, "call_id")
     call = await ctx.runtime.store.get_call(provider, call_id)
     if call is None:
         raise HttpError(404, f"{provider[:40]!r} call {call_id[:80]!r} is not tracked")
@@ -122,14 +124,14 @@ async def get(ctx: Context, request: Request) -> Reply:
     data["downloads"] = await _downloads(ctx, call)
     data["events"] = [{"id": e.id, "type": e.type, "at": rfc3339(e.occurred_at)}
                       for e in events]
-    return json_reply(200, data)
+    return json_response(200, data)
 
 
 async def _downloads(ctx: Context, call: TrackedCall) -> dict[str, Any]:
     """Recordings waiting to be archived, with the archiver's live progress when it runs
     in this process (the database has it only every few seconds)."""
     stored = await ctx.runtime.store.download_info(call.provider, call.call_id)
-    archiver = getattr(ctx.runtime, "archiver", None)  # optional part (see runtime.py)
+    archiver = ctx.runtime.archiver
     live = {} if archiver is None else {
         job.recording_id: progress for job, progress in archiver.downloads()
         if (job.provider, job.call_id) == (call.provider, call.call_id)}

@@ -24,13 +24,19 @@ import uvicorn
 from anyio.abc import TaskStatus
 
 from worker.api.app import ApiApp
-from worker.api.runtime import ApiRuntime
+from worker.api.guard import ConnectionGuard
+from worker.api.runtime import ApiRuntime, ApiStats
+from worker.config import Config
 from worker.embedded_server import EmbeddedServer
+from worker.logbudget import LogBudget
 
 log = structlog.get_logger("worker.api")
 
 SHUTDOWN_GRACE = 5  # seconds in-flight requests get once the daemon stops
-MAX_CONNECTIONS = 256  # past this uvicorn answers 503: the API must not starve the daemon
+MAX_CONNECTIONS = 256  # open connections; past this the one idle longest makes room
+MAX_HEAD_BYTES = 32 * 1024  # a request line and headers; more is refused (400)
+HEAD_TIMEOUT = 10.0  # seconds to send a complete request head, from the first byte or connect
+KEEP_ALIVE = 15  # seconds an answered connection may stay idle
 
 
 class ListenError(Exception):
@@ -39,11 +45,19 @@ class ListenError(Exception):
 
 class _ToStructlog(logging.Handler):
     """uvicorn logs through the standard library; the daemon's log is structlog lines (JSON
-    for journald), so a stray plain-text line would break whoever parses it."""
+    for journald), so a stray plain-text line would break whoever parses it. Its warnings
+    are about requests strangers send ("Invalid HTTP request received."): rate-limited."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.budget = LogBudget()
 
     def emit(self, record: logging.LogRecord) -> None:
-        method = log.error if record.levelno >= logging.ERROR else log.warning
-        method("uvicorn.log", logger=record.name, message=record.getMessage())
+        if record.levelno >= logging.ERROR:
+            log.error("uvicorn.log", logger=record.name, message=record.getMessage())
+        elif self.budget.allow():
+            log.warning("uvicorn.log", logger=record.name, message=record.getMessage(),
+                        suppressed=self.budget.take_suppressed())
 
 
 def _route_uvicorn_logs() -> None:
@@ -121,6 +135,8 @@ def _close(sock: socket.socket, address: object) -> None:
 class ApiServer:
     """The daemon component serving ``ApiApp`` until ``stop()``."""
 
+    name = "api"
+
     def __init__(self, runtime: ApiRuntime, *, listen: str | None = None,
                  app: ApiApp | None = None) -> None:
         self.listen = listen or runtime.config.api.listen or ""
@@ -128,6 +144,21 @@ class ApiServer:
         self.address: str | tuple[str, int] | None = None  # once bound: path or (host, port)
         self._server: EmbeddedServer | None = None
         self._stopping = False
+        self.guard = ConnectionGuard(head_timeout=HEAD_TIMEOUT, max_connections=MAX_CONNECTIONS)
+
+    @property
+    def stats(self) -> ApiStats:
+        return self.app.ctx.stats
+
+    def progress(self) -> float | None:
+        return None  # uvicorn's loop has nothing to vouch for; /healthz itself probes it
+
+    def describe(self) -> str:
+        return ""
+
+    def reconfigure(self, config: Config) -> None:
+        """Nothing to do: the app reads ``runtime.config`` per request (token, secrets)."""
+        del config
 
     @property
     def url(self) -> str:
@@ -141,10 +172,16 @@ class ApiServer:
         sock = bind(self.listen)
         self.address = sock.getsockname()
         config = uvicorn.Config(
-            self.app, http="httptools", ws="none", lifespan="off", access_log=False,
-            log_config=None, log_level="warning", proxy_headers=False, server_header=False,
-            timeout_keep_alive=30, timeout_graceful_shutdown=SHUTDOWN_GRACE,
-            limit_concurrency=MAX_CONNECTIONS)
+            # h11, not httptools: httptools has no cap on the size of a request head (a 300 MB
+            # header cost 400 MB of RSS); h11's is h11_max_incomplete_event_size.
+            self.app, http=self.guard.protocol(), h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+            ws="none", lifespan="off", access_log=False, log_config=None, log_level="warning",
+            proxy_headers=False, server_header=False, timeout_keep_alive=KEEP_ALIVE,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE,
+            # uvicorn's own limit (a 503 past it) counts every connection, slow-loris ones
+            # included, and those being closed; the guard keeps the live ones at
+            # MAX_CONNECTIONS by evicting, so this is only a backstop.
+            limit_concurrency=2 * MAX_CONNECTIONS)
         _route_uvicorn_logs()
         self._server = EmbeddedServer(config, started=task_status.started)
         if self._stopping:

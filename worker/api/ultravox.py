@@ -19,9 +19,11 @@ import json
 from datetime import UTC, datetime
 
 import structlog
+from starlette.requests import Request
+from starlette.responses import Response
 
-from worker.api.asgi import Headers, HttpError, Reply, Request, error_reply, json_reply
 from worker.api.runtime import Context
+from worker.api.web import HttpError, error_response, json_response
 
 log = structlog.get_logger("worker.api")
 
@@ -30,9 +32,9 @@ MAX_SKEW = 60.0  # seconds a timestamp may lie in the past, or in the future (cl
 BODY_LIMIT = 1024 * 1024  # the call object carries summaries and metadata: be generous
 MAX_SIGNATURES = 16  # a rotation lists two or three; more is not a rotation
 POLL_EVENTS = frozenset({"call.started", "call.joined", "call.ended"})
-TIMESTAMP_HEADER = b"x-ultravox-webhook-timestamp"
-SIGNATURE_HEADER = b"x-ultravox-webhook-signature"
-_CHALLENGE: Headers = ((b"www-authenticate", b'Ultravox-Webhook-Signature realm="callwatch"'),)
+TIMESTAMP_HEADER = "x-ultravox-webhook-timestamp"
+SIGNATURE_HEADER = "x-ultravox-webhook-signature"
+_CHALLENGE = {"www-authenticate": 'Ultravox-Webhook-Signature realm="callwatch"'}
 
 
 class VerificationError(Exception):
@@ -96,19 +98,21 @@ def parse_event(body: bytes) -> tuple[str, str | None]:
     return data["event"], call_id if isinstance(call_id, str) else None
 
 
-async def webhook(ctx: Context, request: Request) -> Reply:
+async def webhook(ctx: Context, request: Request) -> Response:
     """``POST /v1/providers/ultravox/webhook``: verify, then poll the named call now."""
     secret = ctx.runtime.config.api.ultravox_webhook_secret
     if secret is None:
         raise HttpError(404, "not found")  # not configured: the route does not exist
-    body = await request.body(BODY_LIMIT)
+    body = await request.body()  # capped at BODY_LIMIT by BodyCap
     try:
-        verify(secret.reveal().encode(), body, timestamp=request.header(TIMESTAMP_HEADER),
-               signatures=request.header(SIGNATURE_HEADER), now=ctx.clock())
+        verify(secret.reveal().encode(), body, timestamp=_header(request, TIMESTAMP_HEADER),
+               signatures=_header(request, SIGNATURE_HEADER), now=ctx.clock())
     except VerificationError as exc:
         ctx.stats.ultravox_webhooks["rejected"] += 1
-        log.warning("api.ultravox_webhook_rejected", reason=str(exc))
-        return error_reply(401, str(exc), _CHALLENGE)
+        if ctx.refusals.allow():  # anyone can send these: never a log flood
+            log.warning("api.ultravox_webhook_rejected", reason=str(exc),
+                        suppressed=ctx.refusals.take_suppressed())
+        return error_response(401, str(exc), _CHALLENGE)
     event, call_id = parse_event(body)
     if event not in POLL_EVENTS or call_id is None:
         return _ignored(ctx, event, call_id, f"{event} needs no poll" if call_id else
@@ -118,11 +122,17 @@ async def webhook(ctx: Context, request: Request) -> Reply:
     ctx.runtime.scheduler.wake(PROVIDER)
     ctx.stats.ultravox_webhooks["polled"] += 1
     log.info("api.ultravox_webhook", webhook_event=event, provider=PROVIDER, call_id=call_id)
-    return json_reply(200, {"action": "poll", "event": event, "call_id": call_id})
+    return json_response(200, {"action": "poll", "event": event, "call_id": call_id})
 
 
-def _ignored(ctx: Context, event: str, call_id: str | None, reason: str) -> Reply:
+def _header(request: Request, name: str) -> bytes | None:
+    """The raw bytes of header ``name`` (the signature covers bytes, not decoded text)."""
+    values = request.headers.getlist(name)
+    return values[-1].encode("latin-1") if values else None
+
+
+def _ignored(ctx: Context, event: str, call_id: str | None, reason: str) -> Response:
     ctx.stats.ultravox_webhooks["ignored"] += 1
     log.info("api.ultravox_webhook_ignored", webhook_event=event, provider=PROVIDER,
              call_id=call_id[:80] if call_id else None, reason=reason)
-    return json_reply(202, {"action": "ignored", "event": event, "reason": reason})
+    return json_response(202, {"action": "ignored", "event": event, "reason": reason})

@@ -75,6 +75,8 @@ class ArchiverStats:
 class Archiver:
     """Archives due recordings until ``stop()``; then lets in-flight downloads finish."""
 
+    name = "archiver"
+
     def __init__(self, *, store: DownloadStore, lanes: Mapping[str, Lane],
                  client: httpx.AsyncClient, target: ArchiveTarget, config: ArchiveConfig,
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
@@ -126,6 +128,11 @@ class Archiver:
         """Every download under way and how far it has got, measured now."""
         now = self._clock()
         return [(live.job, live.progress(now)) for live in list(self._tools.live.values())]
+
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: nothing to do here; ``[archive]`` changes need a restart (the daemon says
+        so), and providers' credentials reach us through the scheduler's lanes."""
+        del config
 
     def describe(self) -> str:
         """A fragment for the systemd STATUS= line."""

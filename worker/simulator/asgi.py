@@ -1,7 +1,10 @@
 """A minimal ASGI toolkit: typed aliases, a request view, a path router and reply senders.
 
 The simulator serves a handful of fixed endpoints, and benchmarks compare the daemon polling it
-against a bare HTTP loop: a framework would cost more per request than the work itself.
+against a bare HTTP loop: a framework would cost more per request than the work itself. So it
+keeps this lean router on purpose, while the daemon's own API runs on Starlette
+(``worker/api``): the simulator is test and benchmark equipment, and its per-request cost is
+part of what ``bench.polling`` measures.
 """
 
 from __future__ import annotations

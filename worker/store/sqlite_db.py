@@ -92,6 +92,7 @@ class _JobThread:
     def __init__(self, name: str) -> None:
         self._queue: queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[[], Any]] | None]
         self._queue = queue.SimpleQueue()
+        self._stopped = False
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -106,6 +107,8 @@ class _JobThread:
                 future.get_loop().call_soon_threadsafe(_settle, future, result, None)
 
     async def run(self, work: Callable[[], T]) -> T:
+        if self._stopped:  # the thread is gone: a job queued now would wait forever
+            raise PermanentStoreError("the database is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put((future, work))
         with anyio.CancelScope(shield=True):  # the job runs to its end: so does the wait
@@ -113,6 +116,7 @@ class _JobThread:
         return result  # noqa: RET504 - mypy: a CancelScope may swallow, so no return inside
 
     def stop(self) -> None:
+        self._stopped = True
         self._queue.put(None)
 
 

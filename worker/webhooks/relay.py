@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -49,6 +48,7 @@ from worker.webhooks.guarded import Resolver, resolve
 from worker.webhooks.policy import Dead, Decision, Delivered, Disabled, Retry, decide
 from worker.webhooks.pools import Pools
 from worker.webhooks.slots import AHEAD, Slots
+from worker.webhooks.stats import RelayStats
 
 log = structlog.get_logger("worker.webhooks")
 
@@ -64,6 +64,8 @@ class _CommitSource(Protocol):
 
 class Relay:
     """Delivers webhooks until ``stop()``; then lets in-flight attempts finish and records them."""
+
+    name = "relay"
 
     def __init__(self, config: Config, store: DeliveryStore, *,
                  clock: Callable[[], float] = time.time,
@@ -88,8 +90,8 @@ class Relay:
         self._fanned_out_at = 0.0  # monotonic: when the loop last looked in the outbox
         self._stopping = False
         self._progress = time.monotonic()
-        self.stats: Counter[str] = Counter()  # "delivered", "failed", "dead", "disabled"
-        self.delivery_seconds = 0.0  # spent in attempts, for the metrics' mean latency
+        self._uncommitted_since: float | None = None  # the writer's batch, while unrecorded
+        self.stats = RelayStats()  # attempts by outcome, in total and per endpoint
 
     @classmethod
     def attach(cls, config: Config, store: DeliveryStore,
@@ -127,8 +129,11 @@ class Relay:
         self._wakeup.set()
 
     def progress(self) -> float:
-        """When the loop last went round (monotonic): the watchdog's input."""
-        return self._progress
+        """When the loop last went round, or since when the writer has been trying to record
+        a batch, whichever is older (monotonic): the watchdog's input. The loop goes round
+        every second even while nothing can be recorded."""
+        stuck = self._uncommitted_since
+        return self._progress if stuck is None else min(self._progress, stuck)
 
     def describe(self) -> str:
         in_flight = sum(self._slots.in_flight.values())
@@ -282,10 +287,9 @@ class Relay:
     def _log(self, item: ClaimedDelivery, decision: Decision,
              attempt: AttemptLog | None) -> None:
         status = attempt.status if attempt else None
-        if attempt is not None:
-            self.delivery_seconds += attempt.latency
+        self.stats.record(endpoint=item.endpoint, per_call=item.per_call, decision=decision,
+                          latency=attempt.latency if attempt is not None else None)
         if isinstance(decision, Delivered):  # the hot path: no bound logger to build
-            self.stats["delivered"] += 1
             log.debug("delivery.succeeded", event_id=item.event_id, call_id=item.call_id,
                       endpoint=safe_url(item.endpoint), attempt=item.attempt, status=status)
             return
@@ -294,14 +298,11 @@ class Relay:
                          attempt=item.attempt)
         match decision:
             case Retry():
-                self.stats["failed"] += 1
                 bound.warning("delivery.failed", status=status, reason=decision.reason,
                               next_attempt_in=round(max(0.0, decision.at - self._clock()), 3))
             case Dead():
-                self.stats["dead"] += 1
                 bound.error("delivery.dead", status=status, reason=decision.reason)
             case Disabled():
-                self.stats["disabled"] += 1
                 bound.error("endpoint.disabled", status=status, reason=decision.reason,
                             hint="nothing is sent to it until `callwatch replay` re-enables it")
 
@@ -339,8 +340,10 @@ class Relay:
         it safe. An attempt the database refuses for good is narrowed down (bisection) and
         its delivery recorded dead, without its attempt log, so it cannot come back forever.
         """
+        self._uncommitted_since = time.monotonic()
         await write_isolating(batch, lambda items: self._store.record_attempts(
             items, self._clock()), self._refused, log)
+        self._uncommitted_since = None
         self._nudge()  # slots are free, and the next event of each chain is due
 
     async def _refused(self, result: AttemptResult, error: PermanentStoreError) -> None:
