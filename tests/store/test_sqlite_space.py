@@ -89,3 +89,25 @@ async def test_a_large_old_file_waits_for_prune_vacuum(tmp_path: Path,
     finally:
         await store.close()
     assert pages(path)[1] == sqlite_db.AUTO_VACUUM_INCREMENTAL
+
+
+async def test_migration_0007_stamps_calls_already_settled(tmp_path: Path) -> None:
+    """A file at schema 5 with a terminal call: after the upgrade it has a settled time."""
+    path = tmp_path / "callwatch.db"
+    with sqlite3.connect(path) as conn:
+        for number, _, sql in sqlite_db.migrations():
+            if number <= 5:
+                for statement in sqlite_db._statements(sql):  # noqa: SLF001 - build an old file
+                    conn.execute(statement)
+        conn.execute("PRAGMA user_version=5")
+        conn.execute("INSERT INTO calls (provider, call_id, terminal, tracked_at, updated_at) "
+                     "VALUES ('envoy', 'old', 'completed', ?, ?)", (T0, T0 + 5))
+        conn.execute("INSERT INTO calls (provider, call_id, tracked_at, updated_at, "
+                     "next_poll_at) VALUES ('envoy', 'live', ?, ?, ?)", (T0, T0, T0))
+    store = await SQLiteStore.open(path)
+    try:
+        [gone] = await store.prune_settled(T0 + 6, limit=10)
+        assert (gone.call_id, gone.settled_at) == ("old", T0 + 5)
+        assert await store.get_call("envoy", "live") is not None
+    finally:
+        await store.close()
