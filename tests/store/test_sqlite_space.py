@@ -97,7 +97,7 @@ async def test_migration_0007_stamps_calls_already_settled(tmp_path: Path) -> No
     with sqlite3.connect(path) as conn:
         for number, _, sql in sqlite_db.migrations():
             if number <= 5:
-                for statement in sqlite_db._statements(sql):  # noqa: SLF001 - build an old file
+                for statement in sqlite_db._statements(sql):
                     conn.execute(statement)
         conn.execute("PRAGMA user_version=5")
         conn.execute("INSERT INTO calls (provider, call_id, terminal, tracked_at, updated_at) "
