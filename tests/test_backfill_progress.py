@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from worker.backfill import Progress
+from worker.cli.backfill import Progress
 from worker.discovery_sweep import SweepReport
 
 pytestmark = pytest.mark.anyio

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.cli import main
+from worker.cli.status import next_poll
 from worker.model import CallStatus, TrackedCall
-from worker.status import next_poll
 from worker.terminal import printable, table
 
 UUID = "6f1c2a9e-5b8d-4f3e-9a0b-2c4d6e8f0a1b"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from worker import prune
+from worker.cli import prune
 
 
 class Terminal(io.StringIO):

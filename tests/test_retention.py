@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.archive.base import DownloadProgress
-from worker.archive.report import progress_text, size_text
+from worker.cli.archive_report import progress_text, size_text
 from worker.config import ConfigError, parse
 from worker.config_sections import RetentionConfig
 from worker.retention import EVERY, Retention, cutoff, pass_interval

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import anyio
@@ -139,8 +139,8 @@ async def _follow(store_path: Path, scripts: list[CallScript], sim: Simulator,
     return False
 
 
-async def _demo(calls: int) -> int:
-    from worker import cli, logs
+async def _demo(calls: int, command: Callable[[list[str]], int]) -> int:
+    from worker import logs
 
     logs.setup("warning")
     world = World()
@@ -160,7 +160,7 @@ async def _demo(calls: int) -> int:
                 for script in scripts:
                     argv = ["--config", str(config), "track", script.provider, script.call_id,
                             "--metadata", f'{{"demo": true, "scenario": "{script.provider}"}}']
-                    code = await anyio.to_thread.run_sync(cli.main, argv)
+                    code = await anyio.to_thread.run_sync(command, argv)
                     printer.line(f"{printer.name(script.provider, script.call_id)}  tracked "
                                  f"(callwatch track exited {code})")
                 printer.line(f"{printer.name(found.provider, found.call_id)}  never tracked: "
@@ -243,6 +243,8 @@ async def _summary(db: Path, sim: Simulator, workdir: Path, done: bool, code: in
     print("done: every call settled" if done else "NOT DONE: some calls did not settle in time")
 
 
-def run_demo(calls: int = 9) -> int:
-    """Entry point of ``callwatch demo``."""
-    return anyio.run(_demo, calls)
+def run_demo(command: Callable[[list[str]], int], calls: int = 9) -> int:
+    """Entry point of ``callwatch demo``; ``command`` is the CLI's own ``main``, handed in so
+    that the demo tracks calls the way an operator does without importing the CLI (which
+    imports this module: no import cycle)."""
+    return anyio.run(_demo, calls, command)

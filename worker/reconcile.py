@@ -15,8 +15,8 @@ recordings (``on_archive``). Both end in the same completion check.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from worker.config import TrackingConfig
 from worker.events import call_event, recording_event
 from worker.model import (
     SETTLED_WITH_ARCHIVE,
@@ -47,11 +47,34 @@ HINT_BACKOFF = 0.5  # recording probably off: wait half the time waited so far
 TOO_MANY_RECORDINGS = "too_many_recordings"
 
 
+class TrackingKnobs(Protocol):
+    """The ``[tracking]`` settings reconcile reads (``config.TrackingConfig`` has them).
+
+    A Protocol rather than an import of ``worker.config``: reconcile depends on nothing of
+    ours but ``model`` and ``events`` (an import-linter contract in pyproject.toml).
+    """
+
+    @property
+    def poll_interval(self) -> float: ...
+    @property
+    def pending_poll_interval(self) -> float: ...
+    @property
+    def recording_poll_interval(self) -> float: ...
+    @property
+    def recording_grace(self) -> float: ...
+    @property
+    def not_found_grace(self) -> float: ...
+    @property
+    def max_tracking_age(self) -> float: ...
+    @property
+    def max_recordings_per_call(self) -> int: ...
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Policy:
     """The knobs reconcile needs: the provider's tracking config and whether we archive."""
 
-    tracking: TrackingConfig
+    tracking: TrackingKnobs
     archiving: bool
     archive_root: str | None = None  # the target's URL: events' archive.url = root + "/" + path
 

@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 from tests.archive.rig import archive_rig
+from worker.cli.status import show_status
 from worker.simulator import Fault, RecordingScript, expected_sha256
-from worker.status import show_status
 
 pytestmark = pytest.mark.anyio
 

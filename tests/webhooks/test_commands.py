@@ -10,11 +10,11 @@ import pytest
 
 from tests.webhooks.support import ENVIRON, T0, emit, hook, make_config
 from worker import cli
+from worker.cli.deliveries import BadInputError, parse_since
 from worker.config import ConfigError, parse
 from worker.model import EventType
 from worker.store.sqlite import SQLiteStore
 from worker.webhooks.base import AttemptResult
-from worker.webhooks.commands import BadInputError, parse_since
 from worker.webhooks.endpoints import Endpoints
 from worker.webhooks.policy import Dead, Decision, Delivered, Disabled
 

@@ -19,10 +19,9 @@ from starlette.responses import Response
 
 from worker.api.runtime import Context
 from worker.api.web import HttpError, json_response, param
-from worker.archive.report import downloads_json, with_live
+from worker.call_view import call_json, downloads_json, with_live
 from worker.events import rfc3339
 from worker.model import TrackedCall
-from worker.status import call_json
 from worker.store.base import NewCall
 from worker.track_input import TrackInputError, check_input, check_resolution, webhook_host
 

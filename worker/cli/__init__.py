@@ -126,10 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "real daemon with a temporary config, tracks calls and shows them settle.")
     demo.add_argument("--calls", type=int, default=9, help="how many calls to simulate")
     _delivery_parsers(commands)
-    from worker.backfill import add_parser as add_backfill_parser
+    from worker.cli.backfill import add_parser as add_backfill_parser
 
     add_backfill_parser(commands)
-    from worker.prune import add_parser as add_prune_parser
+    from worker.cli.prune import add_parser as add_prune_parser
 
     add_prune_parser(commands)
     return parser
@@ -236,7 +236,7 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one 
     if args.command == "demo":
         from worker.demo import run_demo
 
-        return run_demo(calls=args.calls)
+        return run_demo(main, calls=args.calls)
     # Only the daemon and check-config need the credentials; an operator's shell that tracks a
     # call or reads status must not need the daemon's secrets.
     needs_secrets = args.command in ("run", "check-config", "backfill")
@@ -251,30 +251,30 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one 
     if args.command == "track":
         return _track(config, args)
     if args.command == "status":
-        from worker.status import show_status
+        from worker.cli.status import show_status
 
         if args.provider is not None and args.call_id is None:
             raise UsageError("status takes either nothing or PROVIDER CALL_ID")
         return anyio.run(partial(show_status, config, args.provider, args.call_id, args.json,
                                  args.limit, state=args.state, only_provider=args.only_provider))
     if args.command == "backfill":
-        from worker.backfill import BadInputError as BadBackfillError
-        from worker.backfill import run_backfill
+        from worker.cli.backfill import BadInputError as BadBackfillError
+        from worker.cli.backfill import run_backfill
 
         try:
             return run_backfill(config, args)
         except BadBackfillError as exc:
             raise UsageError(str(exc)) from None
     if args.command == "prune":
-        from worker.prune import BadInputError as BadPruneError
-        from worker.prune import run_prune
+        from worker.cli.prune import BadInputError as BadPruneError
+        from worker.cli.prune import run_prune
 
         try:
             return run_prune(config, args)
         except BadPruneError as exc:
             raise UsageError(str(exc)) from None
     if args.command in ("deliveries", "replay"):
-        from worker.webhooks.commands import BadInputError, run_command
+        from worker.cli.deliveries import BadInputError, run_command
 
         try:
             return anyio.run(run_command, config, args)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
 
+from worker.call_view import call_json, state_of
 from worker.config import Config
-from worker.events import call_data, rfc3339
+from worker.events import rfc3339
 from worker.model import TrackedCall
 from worker.store.base import Store, StoreNotFoundError
 from worker.store.factory import open_configured
@@ -19,12 +19,6 @@ from worker.terminal import WIDTH, age, printable, say, shorten, table
 from worker.urls import safe_url
 
 __all__ = ["age", "call_json", "show_status", "table"]  # age, table: shared with deliveries
-
-
-def state_of(call: TrackedCall) -> str:
-    if call.terminal:
-        return str(call.terminal)
-    return "set_aside" if call.set_aside else str(call.status)
 
 
 def recordings_summary(call: TrackedCall) -> str:
@@ -80,8 +74,8 @@ async def show_status(config: Config, provider: str | None, call_id: str | None,
 
 async def _overview(store: Store, as_json: bool, limit: int, state: str | None,
                     only_provider: str | None) -> int:
-    from worker.archive.report import overview_lines, state_json
-    from worker.webhooks.commands import counts_json, counts_lines
+    from worker.cli.archive_report import overview_lines, state_json
+    from worker.cli.deliveries import counts_json, counts_lines
 
     counts = await store.counts()
     deliveries = await store.delivery_counts()
@@ -138,8 +132,9 @@ async def _calls(store: Store, limit: int, state: str | None,
 
 
 async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
-    from worker.archive.report import downloads_json, recording_lines
-    from worker.webhooks.commands import delivery_json, delivery_lines
+    from worker.call_view import downloads_json
+    from worker.cli.archive_report import recording_lines
+    from worker.cli.deliveries import delivery_json, delivery_lines
 
     call = await store.get_call(provider, call_id)
     if call is None:
@@ -185,13 +180,3 @@ async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
     for line in delivery_lines(deliveries, now, with_call=False, width=98):
         say("  " + line)
     return 0
-
-
-def call_json(call: TrackedCall) -> dict[str, Any]:
-    """One call as ``status --json`` and the HTTP API show it."""
-    data = call_data(call)
-    data["state"] = state_of(call)
-    data["tracked_at"] = rfc3339(call.tracked_at)
-    data["next_poll_at"] = rfc3339(call.next_poll_at) if call.terminal is None else None
-    data["consecutive_failures"] = call.consecutive_failures
-    return data
