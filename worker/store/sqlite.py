@@ -230,7 +230,8 @@ class SQLiteStore:
                 for r in await db.execute_fetchall(
                     f"SELECT provider, {_STATE}, COUNT(*) FROM calls GROUP BY provider, {_STATE}")
             }
-            # Events are never deleted, so the last seq is their number: no scan of the outbox.
+            # Events ever written: the last seq (AUTOINCREMENT never reuses one, even after
+            # retention pruned old ones), so no scan of the outbox; table_stats counts rows.
             [(events,)] = await db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) FROM events")
             [(due,)] = await db.execute_fetchall(
                 "SELECT MIN(next_poll_at) FROM calls WHERE next_poll_at IS NOT NULL")
