@@ -59,6 +59,7 @@ async def test_settled_calls_are_pruned_with_their_rows_and_tracking_again_start
     before = await store.table_stats()
     assert before.calls == 2 and before.events >= 3 and before.attempts >= 3
     assert await store.prune_settled(T0, limit=10) == []  # settled after the cut-off
+    written = (await store.counts()).events
     [gone] = await store.prune_settled(LATER, limit=10)
     assert (gone.provider, gone.call_id) == ("envoy", "old") and gone.settled_at >= T0
     assert await store.get_call("envoy", "old") is None
@@ -66,6 +67,7 @@ async def test_settled_calls_are_pruned_with_their_rows_and_tracking_again_start
     assert await store.list_deliveries(call=("envoy", "old")) == []
     after = await store.table_stats()
     assert (after.calls, after.events, after.deliveries, after.attempts) == (1, 0, 0, 0)
+    assert (await store.counts()).events == written  # events ever written: not a row count
     assert await store.get_call("envoy", "live") is not None
     assert await store.track(NewCall(provider="envoy", call_id="old"), LATER)
     again = await store.get_call("envoy", "old")

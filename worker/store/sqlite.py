@@ -232,7 +232,8 @@ class SQLiteStore:
             }
             # Events ever written: the last seq (AUTOINCREMENT never reuses one, even after
             # retention pruned old ones), so no scan of the outbox; table_stats counts rows.
-            [(events,)] = await db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) FROM events")
+            [(events,)] = await db.execute_fetchall(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)")
             [(due,)] = await db.execute_fetchall(
                 "SELECT MIN(next_poll_at) FROM calls WHERE next_poll_at IS NOT NULL")
         return Counts(calls_by_state=by_state, events=events, oldest_due_at=due)
