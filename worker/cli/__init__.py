@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.cli.backfill import add_parser as add_backfill_parser
 
     add_backfill_parser(commands)
+    from worker.cli.prune import add_parser as add_prune_parser
+
+    add_prune_parser(commands)
     return parser
 
 
@@ -240,7 +243,7 @@ def _error_prefix() -> str:
     return "<3>" if logs.is_journal(sys.stderr, os.environ) else ""
 
 
-def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per command
+def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one branch per command
     from worker import logs
 
     # Commands other than run keep stdout for their output; only warnings go to stderr.
@@ -278,6 +281,10 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return pe
         from worker.cli.backfill import run_backfill
 
         return run_backfill(config, args)  # its BadInputError is a UsageError: exit 2
+    if args.command == "prune":
+        from worker.cli.prune import run_prune
+
+        return run_prune(config, args)  # its BadInputError is a UsageError: exit 2
     if args.command in ("deliveries", "replay"):
         from worker.cli.deliveries import run_command
 
