@@ -166,3 +166,48 @@ def test_migrate_from_sqlite_moves_calls_and_history(tmp_path: Path, pg_config: 
     assert deliveries == len(types)
     assert main(["--config", str(pg_config), "migrate", "--from", f"sqlite:{old}"]) == 1
     assert "already holds calls" in capsys.readouterr().err
+
+
+async def _pruned_history(path: Path) -> int:
+    """A SQLite database whose only call settled, was delivered and was pruned; the number
+    of events it had written."""
+    from tests.store.test_retention import LATER, deliver_all, settled
+    from worker.store.sqlite import SQLiteStore
+
+    store = await SQLiteStore.open(path)
+    try:
+        await settled(store, "gone")
+        await deliver_all(store, LATER - 1)
+        assert len(await store.prune_settled(LATER, limit=10)) == 1
+        return (await store.counts()).events
+    finally:
+        await store.close()
+
+
+def test_migrate_from_a_pruned_sqlite_never_hands_out_an_event_seq_again(
+        tmp_path: Path, pg_config: Path, pg_url: str) -> None:
+    """Events pruned before the move still count as written, and new events follow them."""
+    import anyio
+
+    from tests.store.support import T0, live, poll, tracked
+    from worker.database_url import parse_postgres_url
+    from worker.store.postgres import PostgresStore
+
+    old = tmp_path / "old.db"
+    written = anyio.run(_pruned_history, old)
+    assert written >= 2
+    assert main(["--config", str(pg_config), "migrate", "--from", f"sqlite:{old}"]) == 0
+
+    async def after_the_move() -> tuple[int, list[int]]:
+        store = await PostgresStore.open(parse_postgres_url(pg_url))
+        try:
+            counted = (await store.counts()).events
+            await tracked(store, "new")
+            await poll(store, "new", live(), T0 + 1)
+            return counted, [e.seq for e in await store.events_after(0, 100)]
+        finally:
+            await store.close()
+
+    counted, seqs = anyio.run(after_the_move)
+    assert counted == written
+    assert seqs and min(seqs) > written

@@ -30,10 +30,12 @@ from worker.config_sections import (
     ArchiveConfig,
     CallWebhooksConfig,
     DeliveryConfig,
+    RetentionConfig,
     parse_api,
     parse_archive,
     parse_call_webhooks,
     parse_delivery,
+    parse_retention,
     parse_s3_url,
 )
 from worker.database_url import PostgresUrl, is_postgres, parse_postgres_url
@@ -149,6 +151,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     call_webhooks: CallWebhooksConfig = field(default_factory=CallWebhooksConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -380,12 +383,13 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None
     call_webhooks = parse_call_webhooks(
         reader, Section(reader, root.table("call_webhooks"), "call_webhooks"),
         split_webhook_secrets)
+    retention = parse_retention(reader, Section(reader, root.table("retention"), "retention"))
     root.unknown()
     if reader.problems:
         raise ConfigError(reader.problems)
     return Config(source=path, worker=worker, tracking=tracking, providers=providers,
                   webhooks=tuple(webhooks), archive=archive_config, delivery=delivery, api=api,
-                  call_webhooks=call_webhooks, raw=data)
+                  call_webhooks=call_webhooks, retention=retention, raw=data)
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None, *,

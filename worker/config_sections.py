@@ -1,5 +1,5 @@
 """The optional sections that tune the daemon's features: ``[archive]``, ``[delivery]``,
-``[call_webhooks]``, ``[api]``.
+``[call_webhooks]``, ``[api]``, ``[retention]``.
 
 Each is a frozen dataclass whose defaults are what you get when the section is absent; every
 key is an addition to CONTRACT.md's config, never a change of it.
@@ -192,3 +192,34 @@ def parse_api(reader: Reader, section: Section) -> ApiConfig:
     section.unknown()
     return ApiConfig(listen=listen, token=Secret(token) if token else None,
                      ultravox_webhook_secret=Secret(hook_secret) if hook_secret else None)
+
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetentionConfig:
+    """``[retention]``: how long settled calls are kept before they are pruned."""
+
+    # Seconds after a call settled (terminal event or untrack) before the call, its events,
+    # deliveries and attempt logs are deleted; 0 = never. Recordings are never deleted.
+    settled_calls: float = 30 * DAY
+
+    @property
+    def enabled(self) -> bool:
+        return self.settled_calls > 0
+
+
+def _non_negative_seconds(value: float) -> str | None:
+    if value != value or value in (float("inf"), float("-inf")) or value < 0:  # noqa: PLR0124 - NaN
+        return "must be a number of seconds, 0 (never) or more"
+    return None
+
+
+def parse_retention(reader: Reader, section: Section) -> RetentionConfig:
+    d = RetentionConfig()
+    config = RetentionConfig(settled_calls=section.get("settled_calls", float, d.settled_calls,
+                                                       _non_negative_seconds))
+    section.unknown()
+    del reader
+    return config

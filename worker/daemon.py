@@ -37,6 +37,7 @@ from worker.notify import Notifier
 from worker.providers import build_provider
 from worker.providers.base import Provider
 from worker.reconcile import Policy
+from worker.retention import Retention
 from worker.scheduler import Lane, Scheduler
 from worker.store.base import Store, StoreError
 from worker.store.factory import open_configured
@@ -138,6 +139,7 @@ class Runtime:
     scheduler: Scheduler
     relay: Relay | None = None  # set at assembly; the API reads its stats and progress
     archiver: Archiver | None = None  # likewise, when archiving is on
+    retention: Retention | None = None  # set at assembly
     components: list[AnyComponent] = field(default_factory=list)  # every part, once assembled
     started_wall: float = field(default_factory=time.time)
     loop_lag: LoopLagStats | None = None
@@ -193,6 +195,8 @@ class Daemon:
                                      runtime.client)
         if discovery is not None:
             components.append(discovery)
+        runtime.retention = Retention.attach(runtime.config, runtime.store)
+        components.append(runtime.retention)
         if runtime.config.api.listen:  # last: it reports on the others, and starts once they run
             components.append(ApiServer(runtime))
         self._components = runtime.components = components

@@ -19,6 +19,7 @@ from anyio.abc import TaskStatus
 from tests.components import started
 from worker.api.server import ApiServer
 from worker.archive.archiver import ArchiverStats
+from worker.archive.base import DownloadJob, DownloadProgress
 from worker.component import AnyComponent
 from worker.config import Config, parse
 from worker.looplag import LoopLagStats
@@ -104,6 +105,10 @@ class FakeArchiver(IdleComponent):
 
     name = "archiver"
     stats: ArchiverStats = field(default_factory=ArchiverStats)
+    live: list[tuple[DownloadJob, DownloadProgress]] = field(default_factory=list)
+
+    def downloads(self) -> list[tuple[DownloadJob, DownloadProgress]]:
+        return list(self.live)
 
 
 @dataclass

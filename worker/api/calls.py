@@ -19,8 +19,9 @@ from starlette.responses import Response
 
 from worker.api.runtime import Context
 from worker.api.web import HttpError, json_response, param
-from worker.call_view import call_json
+from worker.call_view import call_json, downloads_json, with_live
 from worker.events import rfc3339
+from worker.model import TrackedCall
 from worker.store.base import NewCall
 from worker.track_input import TrackInputError, check_input, check_resolution, webhook_host
 
@@ -119,6 +120,18 @@ async def get(ctx: Context, request: Request) -> Response:
         raise HttpError(404, f"{provider[:40]!r} call {call_id[:80]!r} is not tracked")
     events = await ctx.runtime.store.call_events(provider, call_id)
     data = call_json(call)
+    data["downloads"] = await _downloads(ctx, call)
     data["events"] = [{"id": e.id, "type": e.type, "at": rfc3339(e.occurred_at)}
                       for e in events]
     return json_response(200, data)
+
+
+async def _downloads(ctx: Context, call: TrackedCall) -> dict[str, Any]:
+    """Recordings waiting to be archived, with the archiver's live progress when it runs
+    in this process (the database has it only every few seconds)."""
+    stored = await ctx.runtime.store.download_info(call.provider, call.call_id)
+    archiver = ctx.runtime.archiver
+    live = {} if archiver is None else {
+        job.recording_id: progress for job, progress in archiver.downloads()
+        if (job.provider, job.call_id) == (call.provider, call.call_id)}
+    return downloads_json(call, with_live(stored, live))

@@ -24,7 +24,7 @@ from worker import __version__
 from worker.api.runtime import Context
 from worker.archive.archiver import ArchiverStats
 from worker.model import CallStatus, FailureKind, Terminal
-from worker.store.base import Counts
+from worker.store.base import Counts, TableStats
 from worker.webhooks.base import DeliveryCounts
 from worker.webhooks.stats import RelayStats
 
@@ -53,6 +53,7 @@ class DatabaseSnapshot:
 
     counts: Counts
     deliveries: DeliveryCounts
+    tables: TableStats
     providers: tuple[str, ...]
     wall_now: float
 
@@ -82,10 +83,21 @@ class DatabaseCollector(Collector):
                                 "is (0: none is overdue); a growing value means polling cannot "
                                 "keep up.", value=0.0 if due is None else max(0.0,
                                                                               snap.wall_now - due))
+        yield from table_families(snap.tables)
         yield gauge("callwatch_deliveries_undelivered", "Webhook deliveries not delivered, by "
                     "state: pending, retrying (pending after a failed attempt), disabled (the "
                     "endpoint answered 410), dead (gave up; can be replayed).", "state",
                     undelivered(snap.deliveries))
+
+
+def table_families(tables: TableStats) -> Iterable[Metric]:
+    yield GaugeMetricFamily("callwatch_database_size_bytes", "Size of the database (SQLite: "
+                            "the file, without its -wal); levels off once retention prunes.",
+                            value=tables.size_bytes)
+    yield gauge("callwatch_rows", "Rows per table: calls, events, deliveries, attempts "
+                "(delivery attempts logged).", "table",
+                {"calls": tables.calls, "events": tables.events,
+                 "deliveries": tables.deliveries, "attempts": tables.attempts})
 
 
 def undelivered(counts: DeliveryCounts) -> dict[str, int]:
@@ -110,6 +122,9 @@ class LiveCollector(Collector):
             yield from relay_families(runtime.relay.stats)
         if runtime.archiver is not None:
             yield from archiver_families(runtime.archiver.stats)
+            yield GaugeMetricFamily("callwatch_download_bytes_in_flight", "Bytes received so "
+                                    "far by the downloads under way.",
+                                    value=sum(p.bytes for _, p in runtime.archiver.downloads()))
         if runtime.loop_lag is not None:
             yield GaugeMetricFamily("callwatch_event_loop_lag_seconds", "The longest the event "
                                     "loop ran late over the last minute (a callback holding "

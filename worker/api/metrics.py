@@ -37,6 +37,7 @@ class Metrics:
         store = self.ctx.runtime.store
         snapshot = DatabaseSnapshot(counts=await store.counts(),
                                     deliveries=await store.delivery_counts(),
+                                    tables=await store.table_stats(),
                                     providers=tuple(sorted(self.ctx.runtime.config.providers)),
                                     wall_now=time.time())
         self.database.latest = snapshot  # no await between this and the rendering below

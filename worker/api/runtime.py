@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from worker.archive.archiver import ArchiverStats
+from worker.archive.base import DownloadJob, DownloadProgress
 from worker.component import AnyComponent
 from worker.config import Config
 from worker.health import ProbeCache
@@ -46,6 +47,17 @@ class StatsOf(Protocol[S_co]):
     def stats(self) -> S_co: ...
 
 
+class ApiArchiver(Protocol):
+    """The archiver as the API sees it: typed stats, and the downloads under way."""
+
+    @property
+    def stats(self) -> ArchiverStats: ...
+
+    def downloads(self) -> list[tuple[DownloadJob, DownloadProgress]]:
+        """Every download under way and how far it has got, measured now."""
+        ...
+
+
 class ApiRuntime(Protocol):
     """The daemon's shared parts, as the API sees them."""
 
@@ -62,7 +74,7 @@ class ApiRuntime(Protocol):
     def relay(self) -> StatsOf[RelayStats] | None: ...
 
     @property
-    def archiver(self) -> StatsOf[ArchiverStats] | None: ...
+    def archiver(self) -> ApiArchiver | None: ...
 
     @property
     def loop_lag(self) -> LoopLagStats | None: ...

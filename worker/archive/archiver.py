@@ -31,7 +31,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from structlog.typing import FilteringBoundLogger
 
 from worker.archive.attempt import Attempt, Outcome, Pause, Retry, Tools
-from worker.archive.base import DownloadJob
+from worker.archive.base import DownloadJob, DownloadProgress
 from worker.archive.target import ArchiveTarget, TargetError
 from worker.archive.targets import open_target
 from worker.config import Config
@@ -51,6 +51,7 @@ RETRY_MAX = 3600.0
 PROBE_INTERVAL = 5.0
 IDLE_WAIT = 1.0
 BUSY_WAIT = 0.2  # a poll holds the call for a moment: settle again after this
+PROGRESS_EVERY = 3.0  # seconds between two writes of download progress to the database
 
 
 def retry_delay(failures: int, *, base: float, jitter: float) -> float:
@@ -80,7 +81,7 @@ class Archiver:
                  client: httpx.AsyncClient, target: ArchiveTarget, config: ArchiveConfig,
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
                  retry_base: float = RETRY_BASE, probe_interval: float = PROBE_INTERVAL,
-                 idle_wait: float = IDLE_WAIT) -> None:
+                 idle_wait: float = IDLE_WAIT, progress_every: float = PROGRESS_EVERY) -> None:
         self._store = store
         self._lanes = lanes  # the scheduler's own mapping: SIGHUP changes show up here
         self._config = config
@@ -89,6 +90,7 @@ class Archiver:
         self._retry_base = retry_base
         self._probe_interval = probe_interval
         self._idle_wait = idle_wait
+        self._progress_every = progress_every
         self.target = target
         self._opened = False
         self._tools = Tools(client=client, target=target, store=store, config=config,
@@ -122,6 +124,11 @@ class Archiver:
         """When the claim loop last went round (monotonic): the watchdog's and healthz's input."""
         return self.stats.last_progress
 
+    def downloads(self) -> list[tuple[DownloadJob, DownloadProgress]]:
+        """Every download under way and how far it has got, measured now."""
+        now = self._clock()
+        return [(live.job, live.progress(now)) for live in list(self._tools.live.values())]
+
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: nothing to do here; ``[archive]`` changes need a restart (the daemon says
         so), and providers' credentials reach us through the scheduler's lanes."""
@@ -145,6 +152,7 @@ class Archiver:
         try:
             async with anyio.create_task_group() as background:
                 background.start_soon(self._renew_leases)
+                background.start_soon(self._write_progress)
                 async with anyio.create_task_group() as attempts:
                     await self._loop(attempts)
                 background.cancel_scope.cancel()
@@ -231,6 +239,17 @@ class Archiver:
                     await self._store.extend_download_leases(self._clock())
                 except Exception as exc:
                     log.warning("store.write_failed", what="download leases", error=str(exc))
+
+    async def _write_progress(self) -> None:
+        """Every ``PROGRESS_EVERY`` s, note how far each download got, for ``status`` (it
+        runs in another process and reads the database; the API reads ``downloads()``)."""
+        while True:
+            await anyio.sleep(self._progress_every)
+            if found := self.downloads():
+                try:
+                    await self._store.record_download_progress(found)
+                except Exception as exc:  # shown a little late, never worth failing over
+                    log.warning("store.write_failed", what="download progress", error=str(exc))
 
     # ----------------------------------------------------------------------- one job
 

@@ -31,14 +31,14 @@ the same.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import httpx
 from structlog.typing import FilteringBoundLogger
 
 from worker.archive import layout
-from worker.archive.base import DownloadJob
+from worker.archive.base import DownloadJob, DownloadProgress
 from worker.archive.download import (
     DownloadError,
     GoneError,
@@ -79,6 +79,21 @@ Outcome = Archived | ArchiveFailed | Retry | Pause
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Live:
+    """A download under way: its job, its transfer (bytes so far) and when it began."""
+
+    job: DownloadJob
+    transfer: Transfer
+    started_at: float  # wall time
+
+    def progress(self, now: float) -> DownloadProgress:
+        transfer = self.transfer
+        total = transfer.total if transfer.total is not None else transfer.expected_size
+        return DownloadProgress(bytes=transfer.received, total=total,
+                                started_at=self.started_at, at=now)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Tools:
     """What every attempt shares."""
 
@@ -87,6 +102,7 @@ class Tools:
     store: DownloadStore
     config: ArchiveConfig
     clock: Callable[[], float]
+    live: dict[tuple[int, str], Live] = field(default_factory=dict)  # downloads under way
 
 
 def needs_fresh_link(source: DownloadSource, now: float, margin: float) -> bool:
@@ -137,6 +153,8 @@ class Attempt:
         committed = False
         try:
             transfer = Transfer(partial=partial, expected_size=size)
+            self.tools.live[job.key] = Live(job=job, transfer=transfer,
+                                            started_at=self.tools.clock())
             self.log.info("recording.download_started", attempt=job.attempts + 1,
                           url=safe_url(source.url), expires_in=self._expires_in(source))
             with anyio.move_on_after(config.max_seconds) as deadline:
@@ -153,6 +171,7 @@ class Attempt:
             committed = True
             return Archived(path=final.as_posix(), size=partial.size, sha256=partial.sha256)
         finally:
+            self.tools.live.pop(job.key, None)
             if not committed:
                 await _discard(partial)
 

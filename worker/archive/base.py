@@ -31,6 +31,32 @@ class DownloadJob:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class DownloadProgress:
+    """How far one download in progress has got: measured by the archiver at ``at``.
+
+    Kept in the archiver's memory (the API and /metrics read it live) and written to the
+    recording's row every few seconds for ``status``, which runs in another process.
+    """
+
+    bytes: int  # received so far in this attempt
+    total: int | None  # the expected size, when the provider or storage said
+    started_at: float  # wall time the attempt began
+    at: float  # wall time of the measurement
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second since the attempt began."""
+        return self.bytes / max(self.at - self.started_at, 1e-3)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the rate so far; None without a known size or any byte yet."""
+        if self.total is None or self.bytes <= 0 or self.total < self.bytes:
+            return None
+        return (self.total - self.bytes) / self.rate
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DownloadInfo:
     """What ``status`` shows about a recording still waiting to be archived."""
 
@@ -38,6 +64,7 @@ class DownloadInfo:
     last_error: str | None
     next_attempt_at: float | None
     in_progress: bool
+    progress: DownloadProgress | None = None  # while in progress, once the archiver wrote it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

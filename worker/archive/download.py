@@ -107,6 +107,7 @@ class Transfer:
     content_type: str | None = None
     etag: str | None = None
     cuts: int = 0
+    received: int = 0  # bytes read off the network so far, some not yet written (progress)
 
 
 async def fetch(client: httpx.AsyncClient, source: DownloadSource, transfer: Transfer,
@@ -291,7 +292,7 @@ async def _pump(response: httpx.Response, transfer: Transfer, config: ArchiveCon
 async def _read(response: httpx.Response, transfer: Transfer, config: ArchiveConfig,
                 send: Callable[[list[bytes]], Awaitable[None]]) -> str | None:
     """Hand the body on in batches; return why it broke off, None when it ended."""
-    received = transfer.partial.size
+    received = transfer.received = transfer.partial.size
     limit = min(config.max_size, transfer.total if transfer.total is not None else config.max_size)
     pending: list[bytes] = []
     size = 0
@@ -300,6 +301,7 @@ async def _read(response: httpx.Response, transfer: Transfer, config: ArchiveCon
     try:
         async for chunk in response.aiter_raw():
             received += len(chunk)
+            transfer.received = received
             if received > limit:
                 raise _too_much(limit, config)
             pending.append(chunk)

@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.cli.untrack import add_parser as add_untrack_parser
 
     add_untrack_parser(commands)
+    from worker.cli.prune import add_parser as add_prune_parser
+
+    add_prune_parser(commands)
     return parser
 
 
@@ -295,6 +298,10 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one 
         from worker.cli.backfill import run_backfill
 
         return run_backfill(config, args)  # its BadInputError is a UsageError: exit 2
+    if args.command == "prune":
+        from worker.cli.prune import run_prune
+
+        return run_prune(config, args)  # its BadInputError is a UsageError: exit 2
     if args.command in ("deliveries", "replay"):
         from worker.cli.deliveries import run_command
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from worker.archive.base import ArchiveState, DownloadInfo
+from worker.archive.base import ArchiveState, DownloadInfo, DownloadProgress
 from worker.events import rfc3339
 from worker.model import RecordingStatus, TrackedCall
 
@@ -59,9 +59,33 @@ def recording_lines(call: TrackedCall, downloads: Mapping[str, DownloadInfo],
     return lines
 
 
+def size_text(n: float) -> str:
+    """Bytes for people: ``512 B``, ``3.4 KiB``, ``812.0 MiB``, ``1.2 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def progress_text(progress: DownloadProgress, now: float) -> str:
+    """``412.0 MiB of 800.0 MiB (51%), 5.2 MiB/s, about 1m left (as of 2s ago)``."""
+    text = size_text(progress.bytes)
+    if progress.total:
+        text += f" of {size_text(progress.total)} ({100 * progress.bytes // progress.total}%)"
+    text += f", {size_text(progress.rate)}/s"
+    if (eta := progress.eta) is not None:
+        text += f", about {_age(eta)} left"
+    if now - progress.at >= 1:
+        text += f" (as of {_age(now - progress.at)} ago)"
+    return text
+
+
 def _progress(info: DownloadInfo, now: float) -> str:
     if info.in_progress:
         text = "downloading now"
+        if info.progress is not None:
+            text += f": {progress_text(info.progress, now)}"
     elif info.next_attempt_at is not None and info.next_attempt_at > now:
         text = f"next attempt in {_age(info.next_attempt_at - now)}"
     else:
@@ -71,15 +95,3 @@ def _progress(info: DownloadInfo, now: float) -> str:
     if info.last_error:
         text += f"; last error: {info.last_error}"
     return text
-
-
-def downloads_json(call: TrackedCall, downloads: Mapping[str, DownloadInfo]) -> dict[str, Any]:
-    """Per recording still waiting to be archived: attempts, last error, next attempt."""
-    return {
-        rec.id: {"attempts": info.attempts, "last_error": info.last_error,
-                 "next_attempt_at": rfc3339(info.next_attempt_at),
-                 "in_progress": info.in_progress}
-        for rec in call.recordings
-        if rec.status == RecordingStatus.AVAILABLE and call.terminal is None
-        and (info := downloads.get(rec.id)) is not None
-    }

@@ -141,7 +141,8 @@ async def _calls(store: Store, limit: int, state: str | None,
 
 
 async def _one(store: Store, provider: str, call_id: str, as_json: bool) -> int:
-    from worker.cli.archive_report import downloads_json, recording_lines
+    from worker.call_view import downloads_json
+    from worker.cli.archive_report import recording_lines
     from worker.cli.deliveries import delivery_json, delivery_lines
 
     call = await store.get_call(provider, call_id)

@@ -7,6 +7,7 @@ of the daemon names only what it uses:
 - ``DeliveryStore``: the webhook relay and ``deliveries``/``replay``;
 - ``DownloadStore``: the archiver;
 - ``DiscoveryStore``: discovery of calls from the providers' lists (lease and mark);
+- ``RetentionStore``: pruning settled calls, space and row counts (``[retention]``);
 - ``StoreLifecycle``: the daemon and the command line (recover, release, schema, health, close).
 
 A backend is opened only through ``worker.store.open_store`` (``store/factory.py``) and is
@@ -29,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
+from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob, DownloadProgress
 from worker.model import DownloadSource, PollResult, TrackedCall
 from worker.reconcile import Archived, ArchiveFailed, Decision, Policy
 from worker.store.errors import (
@@ -353,7 +354,14 @@ class DownloadStore(Protocol):
     async def archive_state(self) -> ArchiveState: ...
 
     async def download_info(self, provider: str, call_id: str) -> dict[str, DownloadInfo]:
-        """Per recording id of the call: attempts and last error of pending downloads."""
+        """Per recording id of the call: attempts and last error of pending downloads, and
+        the progress last recorded for one in progress."""
+        ...
+
+    async def record_download_progress(
+            self, items: Sequence[tuple[DownloadJob, DownloadProgress]]) -> None:
+        """Note how far downloads this store holds have got (for ``status`` elsewhere); a
+        job whose lease is no longer ours is left alone. One transaction for all."""
         ...
 
 
@@ -390,6 +398,60 @@ class DiscoveryStore(Protocol):
 
     async def discovery_state(self, provider: str) -> DiscoveryState | None:
         """The provider's row without leasing it; None before discovery first ran."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrunedCall:
+    """A settled call that retention removed (or, in a dry run, would remove)."""
+
+    provider: str
+    call_id: str
+    settled_at: float
+    position: int  # where a dry run goes on from (``prune_settled(after=...)``)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TableStats:
+    """How big the database is, for metrics and ``prune``: bytes on disk and rows per table."""
+
+    size_bytes: int  # the database's own size (SQLite: pages x page size, without -wal)
+    calls: int
+    events: int
+    deliveries: int
+    attempts: int  # delivery attempts logged
+
+
+class RetentionStore(Protocol):
+    """Retention (``[retention]``, ``callwatch prune``): settled calls are deleted in batches.
+
+    A call settles when its terminal state is written (or it is untracked). It is prunable
+    once it settled before the cut-off, none of its deliveries is open (pending, or waiting
+    on a disabled endpoint) and every one of its events has been fanned out to deliveries.
+    Pruning deletes the call, its recordings' rows, events, deliveries and attempt logs;
+    archived recordings (files, objects) are never touched.
+    """
+
+    async def prune_settled(self, before: float, *, limit: int, dry_run: bool = False,
+                            after: int = 0) -> list[PrunedCall]:
+        """Delete up to ``limit`` prunable calls settled before ``before``, in one short
+        transaction, and return them. ``dry_run``: delete nothing, return those past
+        ``after`` (the last ``position`` seen) so a caller can page through them all."""
+        ...
+
+    async def reclaim_space(self) -> int:
+        """Give the space freed by pruning back to the file system; pages (or bytes) freed.
+
+        Cheap and incremental (SQLite: ``incremental_vacuum``); 0 where the database does it
+        on its own."""
+        ...
+
+    async def vacuum(self) -> None:
+        """Rewrite the whole database compactly (``prune --vacuum``): slow, holds writes."""
+        ...
+
+    async def table_stats(self) -> TableStats:
+        """Size and row counts, read beside the writer (for /metrics and ``prune``)."""
         ...
 
 
@@ -450,5 +512,6 @@ class StoreLifecycle(Protocol):
         ...
 
 
-class Store(CallStore, DeliveryStore, DownloadStore, DiscoveryStore, StoreLifecycle, Protocol):
+class Store(CallStore, DeliveryStore, DownloadStore, DiscoveryStore, RetentionStore,
+            StoreLifecycle, Protocol):
     """The whole contract: what ``open_store`` returns."""

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 
 import structlog
 
-from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
+from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob, DownloadProgress
 from worker.model import DownloadSource
 from worker.reconcile import Archived, ArchiveFailed, Policy
 from worker.store import jobs, rows
@@ -170,12 +171,33 @@ class SQLiteDownloads:
     async def download_info(self, provider: str, call_id: str) -> dict[str, DownloadInfo]:
         found = await self._db.fetchall(
             "SELECT r.recording_id, r.download_attempts, r.download_error, r.download_next_at, "
-            "r.download_lease_until, r.status FROM recordings r JOIN calls c "
+            "r.download_lease_until, r.status, r.download_bytes, r.download_total, "
+            "r.download_started_at, r.download_progress_at FROM recordings r JOIN calls c "
             "ON c.pk = r.call_pk WHERE c.provider = ? AND c.call_id = ?", (provider, call_id))
         return {r[0]: DownloadInfo(attempts=r[1], last_error=r[2],
                                    next_attempt_at=r[3] if r[5] == "available" else None,
-                                   in_progress=r[4] is not None)
+                                   in_progress=r[4] is not None,
+                                   progress=_progress(r) if r[4] is not None else None)
                 for r in found}
+
+    async def record_download_progress(
+            self, items: Sequence[tuple[DownloadJob, DownloadProgress]]) -> None:
+        if not items:
+            return
+        async with self._db.transaction() as db:
+            await db.executemany(
+                "UPDATE recordings SET download_bytes = ?, download_total = ?, "
+                "download_started_at = ?, download_progress_at = ? WHERE call_pk = ? "
+                "AND recording_id = ? AND download_lease_owner = ?",
+                [(p.bytes, p.total, p.started_at, p.at, job.call_pk, job.recording_id,
+                  self.owner) for job, p in items])
+
+
+def _progress(row: sqlite3.Row) -> DownloadProgress | None:
+    """The progress columns (bytes, total, started, measured at), once they were written."""
+    if row[6] is None or row[8] is None or row[9] is None:
+        return None
+    return DownloadProgress(bytes=row[6], total=row[7], started_at=row[8], at=row[9])
 
 
 def _job(row: sqlite3.Row) -> DownloadJob:

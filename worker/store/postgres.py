@@ -32,7 +32,7 @@ import anyio
 import asyncpg
 import structlog
 
-from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
+from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob, DownloadProgress
 from worker.database_url import PostgresUrl, parse_postgres_url
 from worker.model import DownloadSource, RecordingState, TrackedCall
 from worker.reconcile import Archived, ArchiveFailed, Policy
@@ -48,9 +48,11 @@ from worker.store.base import (
     Heartbeat,
     NewCall,
     PollApplied,
+    PrunedCall,
     Store,
     StoredEvent,
     StoreHealth,
+    TableStats,
 )
 from worker.store.errors import PermanentStoreError, StoreError
 from worker.store.operator import STATE
@@ -60,6 +62,7 @@ from worker.store.postgres_deliveries import PostgresDeliveries
 from worker.store.postgres_discovery import PostgresDiscovery
 from worker.store.postgres_downloads import PostgresDownloads
 from worker.store.postgres_operator import PostgresOperator
+from worker.store.postgres_retention import PRUNED_CURSOR, PostgresRetention
 from worker.webhooks.base import (
     AttemptResult,
     Claim,
@@ -101,6 +104,7 @@ class PostgresStore:
         self.downloads = PostgresDownloads(db, owner, lease_seconds, self.start_heartbeat)
         self.discovery = PostgresDiscovery(db, owner)
         self.operator = PostgresOperator(db, self._calls)
+        self.retention = PostgresRetention(db)
 
     @classmethod
     async def open(cls, where: PostgresUrl, *, lease_seconds: float = 30.0,
@@ -253,7 +257,11 @@ class PostgresStore:
         however many calls; the oldest due poll is one ``calls_due`` probe per provider."""
         async with self.db.connection() as conn:
             by_state = {(r[0], r[1]): int(r[2]) for r in await conn.fetch(sql.COUNTS)}
-            events = await conn.fetchval("SELECT COALESCE(MAX(seq), 0) FROM events")
+            # Events ever written: the last seq, or the largest one retention pruned (a
+            # sequence's own value would count skipped ones: ON CONFLICT DO NOTHING).
+            events = await conn.fetchval(
+                "SELECT GREATEST(COALESCE((SELECT MAX(seq) FROM events), 0), "
+                "COALESCE((SELECT seq FROM outbox_cursors WHERE name = $1), 0))", PRUNED_CURSOR)
             due = await conn.fetchval(sql.OLDEST_DUE)
         return Counts(calls_by_state=by_state, events=int(events), oldest_due_at=due)
 
@@ -466,6 +474,10 @@ class PostgresStore:
     async def download_info(self, provider: str, call_id: str) -> dict[str, DownloadInfo]:
         return await self.downloads.download_info(provider, call_id)
 
+    async def record_download_progress(
+            self, items: Sequence[tuple[DownloadJob, DownloadProgress]]) -> None:
+        await self.downloads.record_download_progress(items)
+
     # ----------------------------------------------------------------------- discovery
 
     async def claim_discovery(self, provider: str, now: float,
@@ -481,6 +493,22 @@ class PostgresStore:
 
     async def discovery_state(self, provider: str) -> DiscoveryState | None:
         return await self.discovery.discovery_state(provider)
+
+    # ----------------------------------------------------------------------- retention
+
+    async def prune_settled(self, before: float, *, limit: int, dry_run: bool = False,
+                            after: int = 0) -> list[PrunedCall]:
+        return await self.retention.prune_settled(before, limit=limit, dry_run=dry_run,
+                                                  after=after)
+
+    async def reclaim_space(self) -> int:
+        return await self.retention.reclaim_space()
+
+    async def vacuum(self) -> None:
+        await self.retention.vacuum()
+
+    async def table_stats(self) -> TableStats:
+        return await self.retention.table_stats()
 
     # ------------------------------------------- operator (``postgres_operator.py``)
 

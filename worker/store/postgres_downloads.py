@@ -9,12 +9,12 @@ download is never taken over by a second worker, and a dead worker's job is free
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import asyncpg
 import structlog
 
-from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
+from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob, DownloadProgress
 from worker.model import DownloadSource
 from worker.reconcile import Archived, ArchiveFailed, Policy
 from worker.store import postgres_sql as sql
@@ -169,13 +169,34 @@ class PostgresDownloads:
         async with self.db.connection() as conn:
             found = await conn.fetch(
                 "SELECT r.recording_id, r.download_attempts, r.download_error, "
-                "r.download_next_at, r.download_lease_until, r.status FROM recordings r "
-                "JOIN calls c ON c.pk = r.call_pk WHERE c.provider = $1 AND c.call_id = $2",
-                provider, call_id)
+                "r.download_next_at, r.download_lease_until, r.status, r.download_bytes, "
+                "r.download_total, r.download_started_at, r.download_progress_at "
+                "FROM recordings r JOIN calls c ON c.pk = r.call_pk "
+                "WHERE c.provider = $1 AND c.call_id = $2", provider, call_id)
         return {r[0]: DownloadInfo(attempts=r[1], last_error=r[2],
                                    next_attempt_at=r[3] if r[5] == "available" else None,
-                                   in_progress=r[4] is not None)
+                                   in_progress=r[4] is not None,
+                                   progress=_progress(r) if r[4] is not None else None)
                 for r in found}
+
+    async def record_download_progress(
+            self, items: Sequence[tuple[DownloadJob, DownloadProgress]]) -> None:
+        if not items:
+            return
+        async with self.db.transaction() as conn:
+            await conn.executemany(
+                "UPDATE recordings SET download_bytes = $1, download_total = $2, "
+                "download_started_at = $3, download_progress_at = $4 WHERE call_pk = $5 "
+                "AND recording_id = $6 AND download_lease_owner = $7",
+                [(p.bytes, p.total, p.started_at, p.at, job.call_pk, job.recording_id,
+                  self.owner) for job, p in items])
+
+
+def _progress(row: asyncpg.Record) -> DownloadProgress | None:
+    """The progress columns (bytes, total, started, measured at), once they were written."""
+    if row[6] is None or row[8] is None or row[9] is None:
+        return None
+    return DownloadProgress(bytes=row[6], total=row[7], started_at=row[8], at=row[9])
 
 
 def _job(row: asyncpg.Record) -> DownloadJob:

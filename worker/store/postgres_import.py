@@ -16,12 +16,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import structlog
 
 from worker.store.errors import PermanentStoreError
 from worker.store.planning import worker_identity
 from worker.store.postgres import open_backend
 from worker.store.postgres_db import Connections
+from worker.store.postgres_retention import PRUNED_CURSOR
 from worker.store.sqlite import SQLiteStore
 
 log = structlog.get_logger("worker.store")
@@ -65,12 +67,33 @@ async def import_sqlite(db: Connections, path: Path) -> dict[str, int]:
                     await conn.execute(
                         f"SELECT setval(pg_get_serial_sequence('{table}', '{serial}'), "
                         f"COALESCE((SELECT MAX({serial}) FROM {table}), 0) + 1, false)")
+            await _keep_events_written(conn, _events_written(source))
     except sqlite3.Error as exc:
         raise PermanentStoreError(f"cannot read {path}: {exc}") from exc
     finally:
         source.close()
     log.info("store.imported", source=str(path), **copied)
     return copied
+
+
+def _events_written(source: sqlite3.Connection) -> int:
+    """The last event seq SQLite handed out: retention may have pruned the events past
+    the last one left, and their seqs must never be handed out again."""
+    row = source.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _keep_events_written(conn: asyncpg.Connection, written: int) -> None:
+    """Move the events' sequence past ``written`` and keep it as the pruned high-water mark
+    (``counts().events``), as ``postgres_retention`` does after a prune."""
+    if not written:
+        return
+    await conn.execute(
+        "SELECT setval(pg_get_serial_sequence('events', 'seq'), "
+        "GREATEST(COALESCE((SELECT MAX(seq) FROM events), 0), $1) + 1, false)", written)
+    await conn.execute(
+        "INSERT INTO outbox_cursors (name, seq) VALUES ($1, $2) ON CONFLICT (name) "
+        "DO UPDATE SET seq = GREATEST(outbox_cursors.seq, EXCLUDED.seq)", PRUNED_CURSOR, written)
 
 
 def _released(columns: list[str], row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -20,7 +20,7 @@ import aiosqlite
 import anyio
 import structlog
 
-from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob
+from worker.archive.base import ArchiveState, DownloadInfo, DownloadJob, DownloadProgress
 from worker.model import DownloadSource, TrackedCall
 from worker.reconcile import Archived, ArchiveFailed, Policy
 from worker.store import jobs, rows
@@ -34,8 +34,10 @@ from worker.store.base import (
     Heartbeat,
     NewCall,
     PollApplied,
+    PrunedCall,
     StoredEvent,
     StoreHealth,
+    TableStats,
 )
 from worker.store.deliveries import SQLiteDeliveries
 from worker.store.discovery import SQLiteDiscovery
@@ -43,6 +45,7 @@ from worker.store.downloads import SQLiteDownloads
 from worker.store.errors import PermanentStoreError, StoreError
 from worker.store.operator import STATE, SQLiteOperator
 from worker.store.planning import dead_owners, owner_is_dead, worker_identity
+from worker.store.retention import SQLiteRetention
 from worker.store.sqlite_db import BUSY_TIMEOUT_MS, SCHEMA_VERSION, SQLiteDatabase, migrations
 from worker.webhooks.base import (
     AttemptResult,
@@ -77,6 +80,7 @@ class SQLiteStore:
         self.downloads = SQLiteDownloads(db, owner, lease_seconds)
         self.discovery = SQLiteDiscovery(db, owner)
         self.operator = SQLiteOperator(db)
+        self.retention = SQLiteRetention(db)
 
     @classmethod
     async def open(cls, path: Path, owner: str | None = None, *,
@@ -236,8 +240,10 @@ class SQLiteStore:
         async with self._reader_lock:
             db = await self._read_connection()
             by_state = {(r[0], r[1]): r[2] for r in await db.execute_fetchall(_COUNTS)}
-            # Events are never deleted, so the last seq is their number: no scan of the outbox.
-            [(events,)] = await db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) FROM events")
+            # Events ever written: the last seq (AUTOINCREMENT never reuses one, even after
+            # retention pruned old ones), so no scan of the outbox; table_stats counts rows.
+            [(events,)] = await db.execute_fetchall(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)")
             [(due,)] = await db.execute_fetchall(_OLDEST_DUE)
         return Counts(calls_by_state=by_state, events=events, oldest_due_at=due)
 
@@ -422,6 +428,11 @@ class SQLiteStore:
     async def heartbeats(self) -> list[Heartbeat]:
         return await self.operator.heartbeats()
 
+    async def record_download_progress(
+            self, items: Sequence[tuple[DownloadJob, DownloadProgress]]) -> None:
+        await self.downloads.record_download_progress(items)
+
+
     # --------------------------------------------------- discovery (``discovery.py``)
 
     async def claim_discovery(self, provider: str, now: float,
@@ -437,6 +448,24 @@ class SQLiteStore:
 
     async def discovery_state(self, provider: str) -> DiscoveryState | None:
         return await self.discovery.discovery_state(provider)
+
+    # ------------------------------------------------- retention (``retention.py``)
+
+    async def prune_settled(self, before: float, *, limit: int, dry_run: bool = False,
+                            after: int = 0) -> list[PrunedCall]:
+        return await self.retention.prune_settled(before, limit=limit, dry_run=dry_run,
+                                                  after=after)
+
+    async def reclaim_space(self) -> int:
+        return await self.retention.reclaim_space()
+
+    async def vacuum(self) -> None:
+        await self.retention.vacuum()
+
+    async def table_stats(self) -> TableStats:
+        async with self._reader_lock:
+            return await self.retention.table_stats(await self._read_connection())
+
 
 
 _STATE = STATE  # a call's state for ``counts`` (``operator.py``; 0008's triggers agree)

@@ -51,6 +51,8 @@ from worker.store.errors import PermanentStoreError, StoreError, TransientStoreE
 log = structlog.get_logger("worker.store")
 
 BUSY_TIMEOUT_MS = 10_000
+AUTO_VACUUM_INCREMENTAL = 2  # PRAGMA auto_vacuum's answer for INCREMENTAL
+VACUUM_AT_START_BYTES = 64 * 1024 * 1024  # an older file this small is converted at start
 QUICK_CHECK_SECONDS = 5.0  # the bound on the check at open: a huge file is not read whole
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -172,8 +174,10 @@ class SQLiteDatabase:
         return database
 
     async def _setup(self) -> None:
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_TIMEOUT_MS}",
-                       "foreign_keys=ON", "cache_size=-16000"):
+        # auto_vacuum first: it takes effect only on a file with no table yet (a new one), and
+        # only before journal_mode=WAL writes the header. Existing files: _adopt_auto_vacuum.
+        for pragma in ("auto_vacuum=INCREMENTAL", "journal_mode=WAL", "synchronous=NORMAL",
+                       f"busy_timeout={BUSY_TIMEOUT_MS}", "foreign_keys=ON", "cache_size=-16000"):
             await self._conn.execute(f"PRAGMA {pragma}")
         await self._quick_check()
         async with self.transaction() as db:
@@ -188,6 +192,47 @@ class SQLiteDatabase:
                     for statement in _statements(sql):
                         await db.execute(statement)
                     await db.execute(f"PRAGMA user_version={number}")
+        await self._adopt_auto_vacuum()
+
+    async def _adopt_auto_vacuum(self) -> None:
+        """Turn on incremental auto-vacuum in a file made before it was the default.
+
+        Switching needs one VACUUM, which rewrites the whole file and holds the write lock
+        while it does: done here, at start, only for a file under ``VACUUM_AT_START_BYTES``
+        (seconds at most); a larger one is left as it is, with a warning, until the operator
+        runs ``callwatch prune --vacuum`` at a quiet moment. Without it, pruned pages are
+        still reused by new rows; the file just never shrinks.
+        """
+        [(mode,)] = await self._conn.execute_fetchall("PRAGMA auto_vacuum")
+        if mode == AUTO_VACUUM_INCREMENTAL:
+            return
+        size = await self.size_bytes()
+        if size > VACUUM_AT_START_BYTES:
+            log.warning("store.auto_vacuum_off", database=str(self.path), size_bytes=size,
+                        hint="pruned space is reused but not returned to the disk; run "
+                             "`callwatch prune --vacuum` once, at a quiet moment")
+            return
+        await self.vacuum()
+
+    async def vacuum(self) -> None:
+        """Rewrite the file with incremental auto-vacuum on (``prune --vacuum``)."""
+        async with self._lock:
+            try:
+                await self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                await self._conn.execute("VACUUM")
+            except sqlite3.Error as exc:
+                raise translate(exc, f"cannot vacuum {self.path}") from exc
+        log.info("store.vacuumed", database=str(self.path), size_bytes=await self.size_bytes())
+
+    async def size_bytes(self) -> int:
+        """The database's size: pages in use or free, times the page size (no -wal)."""
+        row = await self.fetchone("SELECT page_count * page_size FROM pragma_page_count(), "
+                                  "pragma_page_size()")
+        return int(row[0]) if row else 0
+
+    async def release_free_pages(self) -> int:
+        """Hand free pages back to the file system (``incremental_vacuum``); how many were."""
+        return await self.write_job(_incremental_vacuum)
 
     async def _quick_check(self) -> None:
         """A corrupt file is refused at open, in at most ``QUICK_CHECK_SECONDS``.
@@ -304,6 +349,15 @@ class SQLiteDatabase:
                 await self._conn.close()
             except (sqlite3.Error, ValueError) as exc:  # ValueError: already closed
                 log.warning("store.close_failed", database=str(self.path), error=str(exc))
+
+
+def _incremental_vacuum(db: sqlite3.Connection) -> int:
+    # executescript, not execute: the sqlite3 module steps a statement without result
+    # columns once, and each step of this pragma frees one page.
+    [(before,)] = db.execute("PRAGMA freelist_count").fetchall()
+    db.executescript("PRAGMA incremental_vacuum;")
+    [(after,)] = db.execute("PRAGMA freelist_count").fetchall()
+    return int(before) - int(after)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
