@@ -180,7 +180,7 @@ class PostgresStore:
         if limit <= 0:
             return []
         self.start_heartbeat()
-        async with self.db.connection() as conn:
+        async with self.db.transaction() as conn:  # all or nothing: see Connections.transaction
             claimed = await conn.fetch(sql.CLAIM_CALLS, provider, now, limit, self.owner,
                                        now + self.lease_seconds)
             with_recordings = [r[0] for r in claimed if r[-1]]

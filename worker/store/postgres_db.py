@@ -101,7 +101,12 @@ class Connections:
 
     @contextlib.asynccontextmanager
     async def transaction(self, *locks: int) -> AsyncIterator[asyncpg.Connection]:
-        """One transaction, holding the advisory ``locks`` (in order) until it ends."""
+        """One transaction, holding the advisory ``locks`` (in order) until it ends.
+
+        Claims run in one too, even a single UPDATE: a claim is committed only once its rows
+        reached us. Autocommitted, a claim whose reply was lost to a dying connection stayed
+        leased to this worker, and its heartbeat renewed those leases until it stopped.
+        """
         async with self.connection() as conn, conn.transaction():
             for key in locks:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", key)

@@ -135,7 +135,7 @@ class PostgresDeliveries:
         # heartbeat renews leases while this worker lives, so the store's own lease_seconds
         # is enough, and a dead worker's deliveries come back within it.
         lease_seconds = min(lease_seconds, self.lease_seconds)
-        async with self.db.connection() as conn:
+        async with self.db.transaction() as conn:  # all or nothing: see Connections.transaction
             heads: dict[str, float | None] = {r[0]: r[1] for r in await conn.fetch(_HEADS)}
             plan = plan_delivery_claim(heads, now, free, default_free, limit)
             claimed: list[ClaimedDelivery] = []

@@ -54,7 +54,7 @@ class PostgresDownloads:
         if limit <= 0 or not providers:
             return []
         self.on_claim()
-        async with self.db.connection() as conn:
+        async with self.db.transaction() as conn:  # all or nothing: see Connections.transaction
             found = await conn.fetch(_CLAIM, providers, now, limit, self.owner,
                                      now + self.lease_seconds)
         jobs = [_job(r) for r in found]
