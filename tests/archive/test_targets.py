@@ -152,6 +152,22 @@ async def test_s3_cleanup_aborts_stale_multipart_uploads(s3_server: S3Server) ->
     await stale.close()
 
 
+async def test_s3_a_new_attempt_drops_the_scratch_its_recording_left(
+        s3_server: S3Server) -> None:
+    """A worker killed after its upload completed but before its commit leaves a scratch
+    object too young for cleanup: the next attempt at the same recording removes it, and
+    leaves other recordings' scratch alone."""
+    bucket = s3_server.bucket()
+    mine, other = "rec/.partial/rec-1-0123456789ab.part", "rec/.partial/rec-10-0123456789ab.part"
+    for key in (mine, other):
+        s3_server.client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    target = S3Target(s3_config(s3_server, bucket), stale_after=3600)
+    upload = await target.start("rec-1")
+    assert s3_server.keys(bucket) == [other]
+    await upload.abort()
+    await target.close()
+
+
 async def test_s3_an_object_without_our_digest_is_not_adopted(s3_server: S3Server) -> None:
     """An object someone else put at the final key (no sha256 metadata) is not trusted."""
     bucket = s3_server.bucket()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -275,7 +276,27 @@ class S3Target:
         await self.rest.delete(key)
 
     async def start(self, stem: str) -> S3Upload:
+        # Best effort: a bucket that is missing or refuses us is reported by the upload itself
+        # (a pause), and ``cleanup`` takes what is left here once it is old enough.
+        with contextlib.suppress(TargetError):
+            await self._drop_earlier(stem)
         return S3Upload(self, stem)
+
+    async def _drop_earlier(self, stem: str) -> None:
+        """Scratch an earlier attempt at this recording left (a worker killed after its upload
+        completed but before its commit): too young for ``cleanup``, and nobody else's, since
+        the download's lease makes this attempt the only one for the recording."""
+        mine = re.compile(re.escape(stem[:80]) + r"-[0-9a-f]{12}\.part")
+        try:
+            async for batch in obstore.list(self.store, self.key(PARTIAL_DIR) + "/"):
+                for meta in batch:
+                    if mine.fullmatch(meta["path"].rsplit("/", 1)[-1]):
+                        await self.rest.delete(meta["path"])
+        except (BaseError, OSError) as exc:
+            raise classify_obstore(exc, "listing scratch objects") from None
+        for pending in await self.rest.pending_uploads(self.key(f"{PARTIAL_DIR}/{stem[:80]}-")):
+            if mine.fullmatch(pending.key.rsplit("/", 1)[-1]):
+                await self.rest.abort(pending.key, pending.upload_id)
 
     async def find(self, candidates: Sequence[PurePosixPath]) -> StoredObject | None:
         for candidate in candidates:
