@@ -306,5 +306,9 @@ class S3Target:
                 continue  # absent, or not written (verified) by us
             if head.metadata.get("size") != str(head.size):
                 continue
+            # Adopted: a worker killed after its copy to the final key but before deleting its
+            # scratch left that scratch behind, too young for ``cleanup``.
+            with contextlib.suppress(TargetError):
+                await self._drop_earlier(candidate.stem)
             return StoredObject(path=candidate, size=head.size, sha256=digest)
         return None
