@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import anyio
@@ -10,7 +11,8 @@ import anyio.lowlevel
 import asyncpg
 import pytest
 
-from tests.store.support import POLICY, T0, live, tracked
+from tests.store.support import POLICY, T0, ended_with_recording, live, poll, tracked
+from tests.store.test_queues import ALL, to_a
 from worker.database_url import parse_postgres_url
 from worker.model import CallStatus, Snapshot
 from worker.reconcile import on_poll
@@ -139,6 +141,53 @@ async def test_renewal_keeps_every_kind_of_lease_of_a_live_worker(pg_url: str) -
         assert [c.call_id for c in await other.claim_due_calls("envoy", T0 + 19, 5)] == ["c1"]
     finally:
         await close_all([live_worker, other])
+
+
+async def test_only_work_still_held_is_renewed_and_dropped_work_is_taken_over(
+        pg_url: str) -> None:
+    """The heartbeat renews what the worker still holds, not all it has leased: a call, a
+    download and a delivery it dropped unfinished (a refused set-aside or failure record,
+    a crashed attempt, a claim whose reply was lost) run out after lease_seconds and another
+    worker takes them, while the ones it still holds stay its own."""
+    lease = 2.0  # the heartbeat renews every lease / 3 s, in real time
+    one, two = await opened(pg_url, 2, lease_seconds=lease)
+    try:
+        now = time.time()
+        for call_id in ("r1", "r2"):  # calls with a recording, then events to deliver
+            await one.track(NewCall(provider="envoy", call_id=call_id), now)
+            await poll(one, call_id, ended_with_recording(), now)
+        await one.track_many([(NewCall(provider="ultravox", call_id=c), now)
+                              for c in ("kept", "dropped", "lost")])
+        assert len(await one.claim_due_calls("ultravox", now, 2)) == 2  # kept, dropped
+        async with one.db.connection() as conn:  # as a claim whose reply never arrived
+            await conn.execute("UPDATE calls SET lease_owner = $1, lease_until = $2 "
+                               "WHERE call_id = 'lost'", one.owner, now + lease)
+        with pytest.raises(PermanentStoreError):  # the scheduler gives the call up
+            await one.set_aside("ultravox", "dropped", "refused: \x00", now)
+        jobs = await one.claim_due_downloads(ALL, now, 10)
+        assert len(jobs) == 2
+        with pytest.raises(PermanentStoreError):  # the archiver gives the job up
+            await one.record_download_failure(jobs[1], reason="refused: \x00",
+                                              retry_at=now, counted=True)
+        assert await one.fan_out(to_a, now) > 0
+        [crashed] = (await one.claim_due_deliveries(now, free={}, default_free=8, limit=1,
+                                                    lease_seconds=0.5)).deliveries
+        [sending] = (await one.claim_due_deliveries(now, free={}, default_free=8, limit=1,
+                                                    lease_seconds=60)).deliveries
+        assert crashed.call_id != sending.call_id  # two heads of two chains
+        assert await one.extend_call_leases(now) == 1  # "kept" alone: held and leased
+        assert await one.extend_download_leases(now) == 1
+
+        await anyio.sleep(2 * lease)
+        later = time.time()
+        taken = await two.claim_due_calls("ultravox", later, 10)
+        assert sorted(c.call_id for c in taken) == ["dropped", "lost"]
+        assert [j.key for j in await two.claim_due_downloads(ALL, later, 10)] == [jobs[1].key]
+        delivered = (await two.claim_due_deliveries(later, free={}, default_free=8, limit=10,
+                                                    lease_seconds=60)).deliveries
+        assert [d.pk for d in delivered] == [crashed.pk]
+    finally:
+        await close_all([one, two])
 
 
 async def test_a_call_tracked_anywhere_wakes_every_worker(pg_url: str) -> None:

@@ -4,10 +4,14 @@ What makes sharing safe (CONTRACT.md, "Database: SQLite or PostgreSQL"):
 
 - **Claims** take rows with ``FOR UPDATE SKIP LOCKED`` and write a lease (owner, until) in
   the same statement: two workers never hold one call, delivery or download at once.
-- **Leases live as long as their worker.** A heartbeat renews every lease this store holds
-  each ``lease_seconds / 3``; a worker that dies (SIGKILL, a machine that vanishes) stops
-  renewing and its rows are free again ``lease_seconds`` later. So a slow download keeps its
-  lease, and nobody waits for a dead worker longer than that.
+- **Leases live as long as their work is held.** The store remembers what it handed out and
+  has not had back: calls claimed and not yet written back or set aside, downloads not yet
+  settled or rescheduled, deliveries not yet recorded (for no longer than the lease the relay
+  asked for). A heartbeat renews those rows, and only those, each ``lease_seconds / 3``. So a
+  slow download keeps its lease; a worker that dies (SIGKILL, a machine that vanishes) stops
+  renewing and its rows are free again ``lease_seconds`` later; and a row still leased to a
+  live worker that no longer holds it (a claim whose reply was lost, work a component gave up
+  on) runs out the same way and is claimed again, by any worker, this one included.
 - **The outbox stays in commit order.** Events are inserted under a transaction-level
   advisory lock (``postgres_sql.EVENTS_LOCK``), so seq order is commit order.
 - **LISTEN/NOTIFY**: ``track`` and ``make_due`` notify, as do new events; ``wait_for_change``
@@ -100,6 +104,8 @@ class PostgresStore:
         self._heartbeat: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
         self._changed = anyio.Event()
+        # Calls claimed and not yet written back or set aside: (provider, call_id) -> pk.
+        self._held_calls: dict[tuple[str, str], int] = {}
         self.deliveries = PostgresDeliveries(db, owner, lease_seconds, self.start_heartbeat)
         self.downloads = PostgresDownloads(db, owner, lease_seconds, self.start_heartbeat)
         self.discovery = PostgresDiscovery(db, owner)
@@ -164,11 +170,17 @@ class PostgresStore:
         return int(after - before)
 
     async def extend_call_leases(self, now: float) -> int:
+        if not self._held_calls:
+            return 0
         async with self.db.connection() as conn:
-            status = await conn.execute(sql.RENEW[0], self.owner, now + self.lease_seconds)
+            status = await conn.execute(sql.RENEW_CALLS, self.owner, now + self.lease_seconds,
+                                        sorted(self._held_calls.values()))
         return _count(status)
 
     async def set_aside(self, provider: str, call_id: str, reason: str, now: float) -> bool:
+        # Given up on: no longer renewed, even if this write fails for good (the scheduler
+        # then drops the call, and its lease must run out for it to be polled again).
+        self._held_calls.pop((provider, call_id), None)
         async with self.db.connection() as conn:
             status = await conn.execute(
                 "UPDATE calls SET set_aside_reason = $1, set_aside_at = $2, next_poll_at = NULL, "
@@ -198,6 +210,8 @@ class PostgresStore:
                       error=why, hint="the call cannot be read back; it is no longer polled")
             await self.set_aside(provider_name, call_id, f"cannot read the call: {why}", now)
         calls.sort(key=lambda c: c.next_poll_at)
+        self._held_calls.update(((c.provider, c.call_id), c.pk) for c in calls
+                                if c.pk is not None)  # committed: ours now
         return calls
 
     async def apply_poll_results(self, items: Sequence[PollApplied], now: float) -> None:
@@ -210,6 +224,8 @@ class PostgresStore:
         locks = (sql.EVENTS_LOCK,) if writes.events else ()
         async with self.db.transaction(*locks) as conn:
             await write_decisions(conn, writes, self.owner)
+        for item in items:  # written back, or another worker's since our lease ran out
+            self._held_calls.pop((item.decision.call.provider, item.decision.call.call_id), None)
 
     async def next_due_at(self, provider: str) -> float | None:
         async with self.db.connection() as conn:
@@ -333,11 +349,27 @@ class PostgresStore:
                 log.warning("store.lease_renewal_failed", error=str(exc))
 
     async def renew_leases(self, now: float) -> None:
-        """Push every lease this worker holds (calls, deliveries, downloads) to
-        ``now + lease_seconds``."""
+        """Push the lease of every call, delivery and download this worker holds (claimed,
+        not yet finished, handed back or given up) to ``now + lease_seconds``.
+
+        Only those: a row leased to us that nothing here holds any more (a claim whose reply
+        was lost, work a component dropped) must run out and be claimed again. Renewing all
+        of ``lease_owner = us`` kept such rows from every worker until this one stopped.
+        """
+        calls = sorted(self._held_calls.values())
+        deliveries = self.deliveries.held(now)
+        call_pks, recording_ids = self.downloads.held()
+        if not (calls or deliveries or call_pks):
+            return  # an idle worker renews nothing: no round trip
+        until = now + self.lease_seconds
         async with self.db.transaction() as conn:
-            for statement in sql.RENEW:
-                await conn.execute(statement, self.owner, now + self.lease_seconds)
+            if calls:
+                await conn.execute(sql.RENEW_CALLS, self.owner, until, calls)
+            if deliveries:
+                await conn.execute(sql.RENEW_DELIVERIES, self.owner, until, deliveries)
+            if call_pks:
+                await conn.execute(sql.RENEW_DOWNLOADS, self.owner, until, call_pks,
+                                   recording_ids)
 
     async def recover(self) -> int:
         """Release call leases of workers on this host whose process is gone (a restart
@@ -358,6 +390,7 @@ class PostgresStore:
 
     async def release_leases(self) -> int:
         """At a clean stop: hand back the calls we claimed but did not finish."""
+        self._held_calls.clear()
         async with self.db.transaction() as conn:
             released = _count(await conn.execute(
                 "UPDATE calls SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",

@@ -8,6 +8,10 @@ worker sends a head, no worker can send it or anything behind it: per-(call, end
 order holds across workers, as procrastinate's ``procrastinate_fetch_job`` refuses a job
 whose lock already has one in progress. Every transaction that opens or closes a chain
 link holds ``CHAINS_LOCK``, so a fan-out never misses a head finished meanwhile.
+
+The store's heartbeat renews a claimed delivery until its result is recorded, but no longer
+than the lease the relay asked for (its slowest attempt): one the relay dropped (an attempt
+that crashed) runs out then, as on SQLite, and is sent again.
 """
 
 from __future__ import annotations
@@ -95,6 +99,15 @@ class PostgresDeliveries:
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.on_claim = on_claim  # the store's heartbeat renews what a claim leases
+        # What the relay holds: delivery pk -> until when it may (the claim's time plus the
+        # lease it asked for). Renewed while held; left out once recorded or released.
+        self._held: dict[int, float] = {}
+
+    def held(self, now: float) -> list[int]:
+        """The deliveries to renew at ``now``; forget those the relay should be done with."""
+        for pk in [pk for pk, until in self._held.items() if until <= now]:
+            del self._held[pk]
+        return sorted(self._held)
 
     async def fan_out(self, route: Router, now: float, limit: int = 500) -> int:
         async with self.db.connection() as conn:
@@ -132,8 +145,9 @@ class PostgresDeliveries:
             return Claim(deliveries=[], next_due_at=None)
         self.on_claim()
         # The relay asks for a lease long enough to outlast its slowest attempt; here the
-        # heartbeat renews leases while this worker lives, so the store's own lease_seconds
-        # is enough, and a dead worker's deliveries come back within it.
+        # heartbeat renews it until then, so the store's own lease_seconds is enough, and a
+        # dead worker's deliveries come back within it.
+        held_until = now + lease_seconds
         lease_seconds = min(lease_seconds, self.lease_seconds)
         async with self.db.transaction() as conn:  # all or nothing: see Connections.transaction
             heads: dict[str, float | None] = {r[0]: r[1] for r in await conn.fetch(_HEADS)}
@@ -146,6 +160,7 @@ class PostgresDeliveries:
                 taken[url] = len(got)
                 if taken[url] < room:
                     heads[url] = await conn.fetchval(_NEXT_DUE, url)
+        self._held.update((item.pk, held_until) for item in claimed)  # committed: ours now
         return Claim(deliveries=claimed,
                      next_due_at=next_delivery_due(heads, free, default_free, taken))
 
@@ -168,6 +183,8 @@ class PostgresDeliveries:
             for result in results:
                 if isinstance(result.decision, Disabled):
                     await _disable(conn, result.delivery.endpoint, result.decision.reason, now)
+        for result in results:
+            self._held.pop(result.delivery.pk, None)
 
     async def recover_deliveries(self, now: float) -> int:
         import socket
@@ -189,6 +206,7 @@ class PostgresDeliveries:
         return released
 
     async def release_deliveries(self, now: float) -> int:
+        self._held.clear()
         async with self.db.transaction() as conn:
             return await _release(conn, now, self.owner)
 

@@ -2,9 +2,11 @@
 
 The queue is the ``recordings`` table, as in the SQLite store (``store/downloads.py``). A
 claim takes free jobs with ``FOR UPDATE OF r SKIP LOCKED`` and leases them for
-``lease_seconds``; the store's heartbeat renews the lease while the download runs, so a slow
-download is never taken over by a second worker, and a dead worker's job is free again
-``lease_seconds`` after its last renewal.
+``lease_seconds``; the store's heartbeat renews the lease while the archiver holds the job
+(from its claim to its result or failure being recorded), so a slow download is never taken
+over by a second worker, and a dead worker's job is free again ``lease_seconds`` after its
+last renewal. A job handed back, or given up when even its failure cannot be recorded, is no
+longer renewed: its lease runs out and it is claimed again.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ class PostgresDownloads:
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.on_claim = on_claim  # the store's heartbeat renews what a claim leases
+        self._held: set[tuple[int, str]] = set()  # (call_pk, recording_id) the archiver holds
+
+    def held(self) -> tuple[list[int], list[str]]:
+        """The jobs to renew, as the two arrays of ``sql.RENEW_DOWNLOADS``."""
+        keys = sorted(self._held)
+        return [k[0] for k in keys], [k[1] for k in keys]
 
     async def claim_due_downloads(self, providers: list[str], now: float,
                                   limit: int) -> list[DownloadJob]:
@@ -58,6 +66,7 @@ class PostgresDownloads:
             found = await conn.fetch(_CLAIM, providers, now, limit, self.owner,
                                      now + self.lease_seconds)
         jobs = [_job(r) for r in found]
+        self._held.update(job.key for job in jobs)  # committed: ours now
         jobs.sort(key=lambda j: (j.url_expires_at is not None, j.url_expires_at or 0.0))
         return jobs
 
@@ -73,6 +82,9 @@ class PostgresDownloads:
 
     async def record_download_failure(self, job: DownloadJob, *, reason: str, retry_at: float,
                                       counted: bool) -> None:
+        # Handed back: no longer renewed, even if this write fails for good (the archiver
+        # then gives the job up, and its lease must run out for it to be tried again).
+        self._held.discard(job.key)
         async with self.db.connection() as conn:
             await conn.execute(
                 "UPDATE recordings SET download_attempts = download_attempts + $1, "
@@ -111,17 +123,20 @@ class PostgresDownloads:
                 "download_error = COALESCE($1, download_error) "
                 "WHERE call_pk = $2 AND recording_id = $3", reason, job.call_pk,
                 job.recording_id)
+        self._held.discard(job.key)
         return True
 
     async def extend_download_leases(self, now: float) -> int:
+        call_pks, recording_ids = self.held()
+        if not call_pks:
+            return 0
         async with self.db.connection() as conn:
-            status = await conn.execute(
-                "UPDATE recordings SET download_lease_until = $1 "
-                "WHERE status = 'available' AND download_lease_owner = $2",
-                now + self.lease_seconds, self.owner)
+            status = await conn.execute(sql.RENEW_DOWNLOADS, self.owner, now + self.lease_seconds,
+                                        call_pks, recording_ids)
         return int(status.split()[-1])
 
     async def release_downloads(self) -> int:
+        self._held.clear()
         async with self.db.connection() as conn:
             status = await conn.execute(
                 "UPDATE recordings SET download_lease_owner = NULL, download_lease_until = NULL "

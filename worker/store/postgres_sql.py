@@ -101,13 +101,18 @@ MAKE_DUE = ("UPDATE calls SET next_poll_at = LEAST(next_poll_at, $1) WHERE provi
 EVENT_SELECT = ("SELECT e.seq, e.id, c.provider, c.call_id, e.type, e.occurred_at, e.body "
                 "FROM events e JOIN calls c ON c.pk = e.call_pk ")
 
-# Every lease this worker holds, pushed forward: the heartbeat of a live worker.
-RENEW = (
-    "UPDATE calls SET lease_until = $2 WHERE lease_owner = $1 AND lease_until IS NOT NULL",
-    "UPDATE deliveries SET next_attempt_at = $2 WHERE lease_owner = $1 AND state = 'pending' "
-    "AND finished_at IS NULL",
-    "UPDATE recordings SET download_lease_until = $2 WHERE download_lease_owner = $1 "
-    "AND status = 'available'",
+# The heartbeat: the leases of what this worker holds (claimed, and not yet finished, handed
+# back or given up: ``postgres.py``), pushed forward. $3 (and $4) name the rows; a row leased
+# to us that we no longer hold is left to run out and be claimed again, by anyone.
+RENEW_CALLS = ("UPDATE calls SET lease_until = $2 WHERE pk = ANY($3) AND lease_owner = $1 "
+               "AND lease_until IS NOT NULL")
+RENEW_DELIVERIES = ("UPDATE deliveries SET next_attempt_at = $2 WHERE pk = ANY($3) "
+                    "AND lease_owner = $1 AND state = 'pending' AND finished_at IS NULL")
+RENEW_DOWNLOADS = (
+    "UPDATE recordings AS r SET download_lease_until = $2 FROM unnest($3::int8[], $4::text[]) "
+    "AS h(call_pk, recording_id) WHERE r.call_pk = h.call_pk "
+    "AND r.recording_id = h.recording_id AND r.download_lease_owner = $1 "
+    "AND r.status = 'available'"
 )
 
 # Maintained call counts (migration 0008): rows at 0 are kept but not reported.
