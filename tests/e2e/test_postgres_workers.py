@@ -25,6 +25,7 @@ from tests.e2e.test_webhooks import FAST, by_call, by_call_events, cli
 from worker.database_url import parse_postgres_url
 from worker.demo import write_config
 from worker.simulator import Simulator, World, run_simulator
+from worker.simulator.faults import Fault
 from worker.simulator.world import RecordingScript
 from worker.store.base import StoredEvent
 from worker.store.postgres import PostgresStore
@@ -112,6 +113,40 @@ async def test_three_workers_share_the_work_and_survive_two_kills(
     assert sim.concurrency.most_at_once() == 1
     assert sum(1 for d in daemons[:2] for line in d.log_lines()
                if line.get("event") == "daemon.ready") == 2
+
+
+async def test_a_download_slower_than_the_lease_stays_with_its_worker(
+        sim: Simulator, tmp_path: Path, pg_url: str) -> None:
+    """A recording that takes more than twice lease_seconds to download, with a second
+    worker idle beside the first: the heartbeat keeps the job's lease, so it is downloaded
+    by one worker, once, and archived once, intact."""
+    size = 16 * 1024
+    script = sim.world.add_call("envoy", starts_after=0, lasts=0.3,
+                                recordings=[RecordingScript(ready_after=0.2, size=size)])
+    dripped = 24  # the last bytes, one every 0.5 s: 12 s
+    drip = sim.faults["files"].add(Fault.DRIP, after=size - dripped, delay=0.5,
+                                   match=script.call_id)
+    daemons = workers(sim, tmp_path, pg_url, 2)
+    for daemon in daemons:
+        daemon.start()
+    try:
+        for daemon in daemons:
+            await daemon.wait_ready(30)
+        assert cli(daemons[0], "track", "envoy", script.call_id).returncode == 0
+        await wait_until(lambda: settled(pg_url, 1), 60, "the call settled", daemons[0])
+    finally:
+        codes = [await d.stop() for d in daemons]
+    assert codes == [0, 0]
+    assert drip.hits == 1  # a second worker taking the job over would have dripped again
+    archived = [e for e in await outbox(pg_url) if e.type == "recording.archived"]
+    assert len(archived) == 1
+    entry = _archive(archived[0])
+    content = (tmp_path / "recordings" / entry["path"]).read_bytes()
+    assert len(content) == entry["size"] == size
+    assert hashlib.sha256(content).hexdigest() == entry["sha256"]
+    took = [float(str(line["seconds"])) for d in daemons for line in d.log_lines()
+            if line.get("event") == "recording.archived"]
+    assert len(took) == 1 and took[0] > 2 * LEASE  # it did outlast the lease
 
 
 def _archive(event: StoredEvent) -> dict[str, Any]:
