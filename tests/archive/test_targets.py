@@ -226,8 +226,13 @@ async def test_s3_an_upload_refused_mid_stream_fails_instead_of_hanging(
     rather than blocking on a full queue until max_seconds."""
     target = S3Target(s3_config(s3_server, "no-such-bucket"), stale_after=3600)
     upload = await target.start("rec-1")
+
+    async def write_batches() -> None:
+        for _ in range(200):  # far more 1 MiB batches than the queue holds
+            await upload.write([bytes(64 * 1024)] * 16)
+
     with anyio.fail_after(20), pytest.raises(TargetError) as caught:
-        await upload.write([bytes(64 * 1024)] * 200)  # far more than the queue holds
+        await write_batches()
     assert caught.value.kind is Fault.PAUSE
     await upload.abort()
     await target.close()

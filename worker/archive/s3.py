@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 CHUNK = 5 * 1024 * 1024  # multipart part size (S3's minimum: memory per download stays small)
 CONCURRENCY = 3  # parts in flight: memory ~ CHUNK * (CONCURRENCY + 1)
-QUEUE = 4  # batches waiting between the download and the upload
+QUEUE = 4  # batches (~1 MiB each) waiting between the download and the upload
 # One CopyObject copies at most 5 GiB on AWS; above this, the copy to the final key is a
 # multipart copy (UploadPartCopy of COPY_PART ranges, COPY_CONCURRENCY at a time). Module
 # constants so a test can lower them and run that path with a small object.
@@ -120,14 +120,18 @@ class S3Upload:
         send = self._send
         if send is None:  # pragma: no cover - _begin always sets it
             raise TargetError(Fault.RETRY, "upload not started")
-        for chunk in chunks:
-            self._hash.update(chunk)
-            self.size += len(chunk)
-            try:
-                await send.send(chunk)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await self._finish_put()  # raises the put's own error
-                raise TargetError(Fault.RETRY, "object storage upload ended early") from None
+        # One item per batch, not per 64 KiB chunk: every item obstore pulls from the stream
+        # is a hop between its Rust threads and the event loop.
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not data:
+            return
+        self._hash.update(data)
+        self.size += len(data)
+        try:
+            await send.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await self._finish_put()  # raises the put's own error
+            raise TargetError(Fault.RETRY, "object storage upload ended early") from None
 
     async def reset(self) -> None:
         await self.abort()
