@@ -2,7 +2,8 @@
 
 Everything on loopback: moto's S3 server (``python -m moto.server``) in a process of its own,
 and each measured upload in a fresh process of its own (its peak RSS is its ``VmHWM``). Per
-size and part configuration, ``--rounds`` rounds, the order of the two flipped every round:
+size, ``--rounds`` rounds; each round runs, for every part configuration of ``--parts`` (their
+order rotated every round), these two (their order flipped every round):
 
 - ``bare``: obstore's multipart ``put_async`` of the bytes from an async iterator of 1 MiB
   blocks, nothing hashed, nothing copied: the ceiling for the library against this server;
@@ -277,79 +278,94 @@ def _median(rows: Sequence[dict[str, Any]], key: str) -> float:
     return round(statistics.median(float(r[key]) for r in rows), 3)
 
 
-def measure(moto: Moto, size: int, part: int, concurrency: int, *,
-            rounds: int, old: Path | None) -> dict[str, Any]:
-    """``rounds`` alternated rounds of bare and target (and the old target); medians."""
-    bare: list[dict[str, Any]] = []
-    ours: list[dict[str, Any]] = []
-    before: list[dict[str, Any]] = []
-    expected = expected_digest(size)
-    for number in range(rounds):
-        def do_bare() -> None:
-            bare.append(run_child("bare", moto, size, part, concurrency))
+class _Row:
+    """The runs of one part configuration at one size."""
 
-        def do_target() -> None:
-            run = run_child("target", moto, size, part, concurrency)
-            if run["sha256"] != expected or moto.digest("rec/final.bin") != expected:
-                raise RuntimeError("the target stored other bytes than it was given")
-            ours.append(run)
+    def __init__(self, size: int, part: int, concurrency: int) -> None:
+        self.size, self.part, self.concurrency = size, part, concurrency
+        self.bare: list[dict[str, Any]] = []
+        self.ours: list[dict[str, Any]] = []
+        self.before: list[dict[str, Any]] = []
 
-        def do_old() -> None:
-            run = run_child("target", moto, size, part, concurrency, old=old)
-            if run["sha256"] != expected or moto.digest("rec/final.bin") != expected:
-                raise RuntimeError("the old target stored other bytes than it was given")
-            before.append(run)
+    def steps(self, moto: Moto, old: Path | None) -> list[Callable[[], None]]:
+        expected = expected_digest(self.size)
+        shape = (self.size, self.part, self.concurrency)
 
-        steps: list[tuple[str, Callable[[], None]]] = [("bare", do_bare),
-                                                       ("target", do_target)]
-        if old is not None:
-            steps.append(("old", do_old))
-        for _, step in steps if number % 2 == 0 else reversed(steps):
-            step()
-            moto.clear()
-        got = ours[-1]
-        print(f"  {size // MIB} MiB {part // MIB} MiB x {concurrency} round {number + 1}: "
-              f"bare {bare[-1]['seconds']:.2f}s ({bare[-1]['peak_rss_mib']} MiB), target "
+        def target(into: list[dict[str, Any]], version: Path | None) -> Callable[[], None]:
+            def step() -> None:
+                run = run_child("target", moto, *shape, old=version)
+                if run["sha256"] != expected or moto.digest("rec/final.bin") != expected:
+                    raise RuntimeError("the target stored other bytes than it was given")
+                into.append(run)
+            return step
+
+        steps = [lambda: self.bare.append(run_child("bare", moto, *shape)),
+                 target(self.ours, None)]
+        return [*steps, target(self.before, old)] if old is not None else steps
+
+    def show(self, number: int) -> None:
+        bare, got = self.bare[-1], self.ours[-1]
+        print(f"  {self.size // MIB} MiB {self.part // MIB} MiB x {self.concurrency} round "
+              f"{number + 1}: bare {bare['seconds']:.2f}s ({bare['peak_rss_mib']} MiB), target "
               f"{got['seconds']:.2f}s = start {got['start_s']:.2f}s + upload "
               f"{got['upload_s']:.2f}s + copy+verify "
               f"{got['copy_verify_s']:.2f}s {_calls(got['calls'])} ({got['peak_rss_mib']} MiB)"
-              f"; CPU s client/moto: bare {bare[-1]['cpu_s']:.2f}/{bare[-1]['moto_cpu_s']:.2f}, "
+              f"; CPU s client/moto: bare {bare['cpu_s']:.2f}/{bare['moto_cpu_s']:.2f}, "
               f"upload {got['upload_cpu_s']:.2f}/{got['moto_upload_cpu_s']:.2f}, copy+verify "
               f"{got['copy_verify_cpu_s']:.2f}/{got['moto_copy_verify_cpu_s']:.2f}", flush=True)
+        if self.before:
+            old = self.before[-1]
+            print(f"    old target: upload {old['upload_s']:.2f}s, CPU s client/moto "
+                  f"{old['upload_cpu_s']:.2f}/{old['moto_upload_cpu_s']:.2f} "
+                  f"({old['peak_rss_mib']} MiB)", flush=True)
+
+    def summary(self) -> dict[str, Any]:
+        bare, ours, before = self.bare, self.ours, self.before
+        bare_s = _median(bare, "seconds")
+        found: dict[str, Any] = {}
         if before:
-            print(f"    old target: upload {before[-1]['upload_s']:.2f}s, CPU s client/moto "
-                  f"{before[-1]['upload_cpu_s']:.2f}/{before[-1]['moto_upload_cpu_s']:.2f} "
-                  f"({before[-1]['peak_rss_mib']} MiB)", flush=True)
-    bare_s = _median(bare, "seconds")
-    upload_s = _median(ours, "upload_s")
-    total_s = _median(ours, "seconds")
-    copy_s = _median(ours, "copy_verify_s")
-    found: dict[str, Any] = {}
-    if before:
-        found["old"] = {
-            "upload_s": _median(before, "upload_s"),
-            "upload_cpu_s": _median(before, "upload_cpu_s"),
-            "moto_upload_cpu_s": _median(before, "moto_upload_cpu_s"),
-            "new_vs_old_upload": round(statistics.median(
-                o["upload_s"] / n["upload_s"] for o, n in zip(before, ours, strict=True)), 3),
-            "peak_rss_mib": max(r["peak_rss_mib"] for r in before)}
-    return found | {
-        "size_mib": size // MIB, "part_mib": part // MIB, "concurrency": concurrency,
-        "rounds": rounds, "bare_s": bare_s, "bare_mib_s": round(size / MIB / bare_s, 1),
-        "start_s": _median(ours, "start_s"), "upload_s": upload_s, "copy_verify_s": copy_s,
-        "target_s": total_s,
-        "copy_s": round(statistics.median(r["calls"].get("copy", 0.0) for r in ours), 3),
-        "upload_vs_bare": round(statistics.median(
-            b["seconds"] / r["upload_s"] for b, r in zip(bare, ours, strict=True)), 3),
-        "target_vs_bare": round(statistics.median(
-            b["seconds"] / r["seconds"] for b, r in zip(bare, ours, strict=True)), 3),
-        "cpu_s": {"bare": _median(bare, "cpu_s"), "upload": _median(ours, "upload_cpu_s"),
-                  "copy_verify": _median(ours, "copy_verify_cpu_s"),
-                  "moto_bare": _median(bare, "moto_cpu_s"),
-                  "moto_upload": _median(ours, "moto_upload_cpu_s"),
-                  "moto_copy_verify": _median(ours, "moto_copy_verify_cpu_s")},
-        "bare_peak_rss_mib": max(r["peak_rss_mib"] for r in bare),
-        "target_peak_rss_mib": max(r["peak_rss_mib"] for r in ours)}
+            found["old"] = {
+                "upload_s": _median(before, "upload_s"),
+                "upload_cpu_s": _median(before, "upload_cpu_s"),
+                "moto_upload_cpu_s": _median(before, "moto_upload_cpu_s"),
+                "new_vs_old_upload": round(statistics.median(
+                    o["upload_s"] / n["upload_s"] for o, n in zip(before, ours, strict=True)),
+                    3),
+                "peak_rss_mib": max(r["peak_rss_mib"] for r in before)}
+        return found | {
+            "size_mib": self.size // MIB, "part_mib": self.part // MIB,
+            "concurrency": self.concurrency, "rounds": len(ours), "bare_s": bare_s,
+            "bare_mib_s": round(self.size / MIB / bare_s, 1),
+            "start_s": _median(ours, "start_s"), "upload_s": _median(ours, "upload_s"),
+            "copy_verify_s": _median(ours, "copy_verify_s"), "target_s": _median(ours, "seconds"),
+            "copy_s": round(statistics.median(r["calls"].get("copy", 0.0) for r in ours), 3),
+            "upload_vs_bare": round(statistics.median(
+                b["seconds"] / r["upload_s"] for b, r in zip(bare, ours, strict=True)), 3),
+            "target_vs_bare": round(statistics.median(
+                b["seconds"] / r["seconds"] for b, r in zip(bare, ours, strict=True)), 3),
+            "cpu_s": {"bare": _median(bare, "cpu_s"), "upload": _median(ours, "upload_cpu_s"),
+                      "copy_verify": _median(ours, "copy_verify_cpu_s"),
+                      "moto_bare": _median(bare, "moto_cpu_s"),
+                      "moto_upload": _median(ours, "moto_upload_cpu_s"),
+                      "moto_copy_verify": _median(ours, "moto_copy_verify_cpu_s")},
+            "bare_peak_rss_mib": max(r["peak_rss_mib"] for r in bare),
+            "target_peak_rss_mib": max(r["peak_rss_mib"] for r in ours)}
+
+
+def measure(moto: Moto, size: int, configs: Sequence[tuple[int, int]], *,
+            rounds: int, old: Path | None) -> list[dict[str, Any]]:
+    """``rounds`` rounds; in each, every configuration's bare upload and target (and the old
+    target) run in turn, the order of configurations rotated and of the runs flipped every
+    round so that no one is always first after a quiet or busy spell. Medians."""
+    rows = [_Row(size, part, concurrency) for part, concurrency in configs]
+    for number in range(rounds):
+        for row in rows[number % len(rows):] + rows[:number % len(rows)]:
+            steps = row.steps(moto, old)
+            for step in steps if number % 2 == 0 else steps[::-1]:
+                step()
+                moto.clear()
+            row.show(number)
+    return [row.summary() for row in rows]
 
 
 def _calls(calls: dict[str, float]) -> str:
@@ -402,9 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         moto = Moto(Path(tmp))
         try:
             for size in sizes:
-                rows.extend(measure(moto, size, part, concurrency, rounds=args.rounds,
-                                    old=args.old and args.old.resolve())
-                            for part, concurrency in configs)
+                rows.extend(measure(moto, size, configs, rounds=args.rounds,
+                                    old=args.old and args.old.resolve()))
             if args.daemon:
                 sim = Simulator(Path(tmp))
                 try:
