@@ -141,7 +141,10 @@ def child_bare(endpoint: str, size: int, part: int, concurrency: int,
     store = S3Store("bench", config={
         "endpoint": endpoint, "region": "us-east-1", "access_key_id": KEY_ID,
         "secret_access_key": SECRET, "virtual_hosted_style_request": False,
-        "checksum_algorithm": "SHA256"}, client_options={"allow_http": True})
+        "checksum_algorithm": "SHA256"},
+        # the target's own client options: obstore's default 30 s timeout trips on a loaded
+        # moto completing a 1 GiB upload, and the bare upload must get the same patience
+        client_options={"allow_http": True, "timeout": "120s", "connect_timeout": "10s"})
 
     async def upload() -> None:
         await obstore.put_async(store, "bare/obstore", _blocks(size), use_multipart=True,
@@ -230,7 +233,8 @@ def run_child(kind: str, moto: Moto, size: int, part: int, concurrency: int, *,
     out, err = proc.communicate(timeout=1800)
     peak = rss.stop()
     if proc.returncode != 0:
-        tail = err.decode(errors="replace").strip().splitlines()[-3:]
+        tail = [line for line in err.decode(errors="replace").splitlines()
+                if "Error" in line or "error" in line][-3:]
         raise RuntimeError(f"{kind} upload failed ({proc.returncode}): {tail}")
     found: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     found["peak_rss_mib"] = round(peak / 1024, 1)
