@@ -58,6 +58,19 @@ def test_a_bad_s3_url_is_one_problem(tmp_path: Path, url: str) -> None:
     assert_one_problem(problems_of(path, ENV), path, "worker.archive", "s3://BUCKET")
 
 
+@pytest.mark.parametrize(("url", "service"), [
+    ("gs://recordings/callwatch", "Google Cloud Storage"),
+    ("az://recordings/callwatch", "Azure Blob Storage")])
+def test_gcs_and_azure_archives_are_named_as_not_offered(tmp_path: Path, url: str,
+                                                         service: str) -> None:
+    """gs:// and az:// are a config error naming the key and saying they are not offered."""
+    path = write(tmp_path, S3.replace("s3://recordings-bucket/callwatch/prod", url) + BASE)
+    (tmp_path / "s3-secret").write_text("x")
+    problems = problems_of(path, ENV)
+    assert_one_problem(problems, path, "worker.archive", "is not offered yet")
+    assert service in problems[0]
+
+
 def test_archive_s3_without_an_s3_archive_is_a_problem(tmp_path: Path) -> None:
     """[archive.s3] alone (with archive_dir) says it needs archive = "s3://..."."""
     path = write(tmp_path, S3.replace('archive = "s3://recordings-bucket/callwatch/prod"',

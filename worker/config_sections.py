@@ -85,10 +85,20 @@ def _int_range(low: int, high: int) -> Callable[[int], str | None]:
     return check
 
 
+# Object stores obstore could reach but callwatch does not offer: no peer to test them against
+# on loopback here (see docs/archive.md).
+_NOT_OFFERED = {"gs": "Google Cloud Storage", "gcs": "Google Cloud Storage",
+                "az": "Azure Blob Storage", "azure": "Azure Blob Storage",
+                "abfs": "Azure Blob Storage", "abfss": "Azure Blob Storage"}
+
+
 def parse_s3_url(value: str) -> tuple[str, str] | str:
     """``s3://bucket/prefix`` -> (bucket, prefix); a one-line problem for anything else."""
     parts = urlsplit(value)
     bucket, prefix = parts.netloc, parts.path.strip("/")
+    if parts.scheme in _NOT_OFFERED:
+        return (f'"{parts.scheme}://" ({_NOT_OFFERED[parts.scheme]}) is not offered yet; only '
+                '"s3://BUCKET" or "s3://BUCKET/PREFIX" (S3-compatible storage)')
     if parts.scheme != "s3" or not _BUCKET.fullmatch(bucket) or parts.query or parts.fragment:
         return 'must be "s3://BUCKET" or "s3://BUCKET/PREFIX" (a bucket name: a-z 0-9 . -)'
     if "//" in prefix or any(p in (".", "..") for p in prefix.split("/")):

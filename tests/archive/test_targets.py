@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from tests.archive.conftest import S3_KEY_ID, S3_SECRET, S3Server, s3_config
+from worker.archive import s3
 from worker.archive.folder import FolderTarget
 from worker.archive.s3 import S3Target
 from worker.archive.s3_rest import classify
@@ -225,8 +226,53 @@ async def test_s3_an_upload_refused_mid_stream_fails_instead_of_hanging(
     rather than blocking on a full queue until max_seconds."""
     target = S3Target(s3_config(s3_server, "no-such-bucket"), stale_after=3600)
     upload = await target.start("rec-1")
+
+    async def write_batches() -> None:
+        for _ in range(200):  # far more 1 MiB batches than the queue holds
+            await upload.write([bytes(64 * 1024)] * 16)
+
     with anyio.fail_after(20), pytest.raises(TargetError) as caught:
-        await upload.write([bytes(64 * 1024)] * 200)  # far more than the queue holds
+        await write_batches()
     assert caught.value.kind is Fault.PAUSE
     await upload.abort()
+    await target.close()
+
+
+async def test_s3_a_recording_over_the_copy_limit_is_copied_in_parts(
+        s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above COPY_LIMIT (5 GiB on AWS, lowered here) the final key is made by a multipart copy:
+    whole bytes, our sha256 and size metadata, the content type, nothing left behind."""
+    monkeypatch.setattr(s3, "COPY_LIMIT", 1024 * 1024)
+    monkeypatch.setattr(s3, "COPY_PART", 5 * 1024 * 1024)  # S3's smallest non-last part
+    bucket = s3_server.bucket()
+    target = S3Target(s3_config(s3_server, bucket), stale_after=3600)
+    upload = await target.start("rec-1")
+    await upload.write(BODY)
+    await upload.commit(FINAL, "audio/wav")
+    data = b"".join(BODY)
+    got = s3_server.client.get_object(Bucket=bucket, Key=f"rec/{FINAL}")
+    assert got["Body"].read() == data
+    assert got["Metadata"] == {"sha256": hashlib.sha256(data).hexdigest(),
+                               "size": str(len(data))}
+    assert got["ContentType"] == "audio/wav"
+    assert got["ETag"].strip('"').endswith("-2")  # two copied parts: 5 MiB + the rest
+    assert await target.find([FINAL]) is not None
+    assert [k for k in s3_server.keys(bucket) if "/.partial/" in k] == []
+    assert s3_server.pending_uploads(bucket) == []
+    await target.close()
+
+
+async def test_s3_a_failed_multipart_copy_is_aborted(s3_server: S3Server) -> None:
+    """A part copy that fails (here: no source object) aborts the upload: no object and no
+    unfinished multipart upload at the final key."""
+    bucket = s3_server.bucket()
+    target = S3Target(s3_config(s3_server, bucket), stale_after=3600)
+    with pytest.raises(TargetError) as caught:
+        await target.rest.copy_multipart(
+            "rec/.partial/missing.part", "rec/final.wav", size=12 * 1024 * 1024,
+            part_size=5 * 1024 * 1024, concurrency=2, content_type="audio/wav",
+            metadata={"sha256": "0" * 64})
+    assert "UploadPartCopy" in caught.value.reason
+    assert s3_server.keys(bucket) == []
+    assert s3_server.pending_uploads(bucket) == []
     await target.close()

@@ -8,14 +8,14 @@ ends and cannot add metadata computed from the bytes, so nothing is streamed to 
    SHA-256 on arrival: obstore sends ``x-amz-checksum-sha256`` per part);
 2. ``commit``: HEAD the scratch object, its length must be the bytes we hashed;
 3. server-side CopyObject to the final key with ``x-amz-meta-sha256`` (our digest of every
-   byte), ``x-amz-meta-size`` and the content type (metadata REPLACE), HEAD it again to check
-   length and sha256, then delete the scratch object.
+   byte), ``x-amz-meta-size`` and the content type (metadata REPLACE) -- above ``COPY_LIMIT``
+   (S3 caps one CopyObject at 5 GiB) a multipart copy with the same metadata -- HEAD it again
+   to check length and sha256, then delete the scratch object.
 
 The final key therefore only ever holds a whole object carrying its sha256; ``find``
 (adoption) trusts only objects that carry it. A failed or cancelled upload is aborted (the
 multipart upload too); what a killed run leaves (scratch objects, unfinished multipart uploads
-under the prefix) is removed at the next start once older than ``stale_after``. A single
-CopyObject is limited to 5 GiB by S3: larger recordings fail that step (documented).
+under the prefix) is removed at the next start once older than ``stale_after``.
 
 Range-resume of a cut download works as for the folder (the stream just continues); a
 restart from byte zero aborts the upload and starts a new one.
@@ -57,7 +57,14 @@ if TYPE_CHECKING:
 
 CHUNK = 5 * 1024 * 1024  # multipart part size (S3's minimum: memory per download stays small)
 CONCURRENCY = 3  # parts in flight: memory ~ CHUNK * (CONCURRENCY + 1)
-QUEUE = 4  # batches waiting between the download and the upload
+QUEUE = 4  # batches (~1 MiB each) waiting between the download and the upload
+# One CopyObject copies at most 5 GiB on AWS; above this, the copy to the final key is a
+# multipart copy (UploadPartCopy of COPY_PART ranges, COPY_CONCURRENCY at a time). Module
+# constants so a test can lower them and run that path with a small object.
+COPY_LIMIT = 5 * 1024**3
+COPY_PART = 512 * 1024**2
+COPY_CONCURRENCY = 4
+MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
 PROBE = b"callwatch probe\n"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
@@ -113,14 +120,18 @@ class S3Upload:
         send = self._send
         if send is None:  # pragma: no cover - _begin always sets it
             raise TargetError(Fault.RETRY, "upload not started")
-        for chunk in chunks:
-            self._hash.update(chunk)
-            self.size += len(chunk)
-            try:
-                await send.send(chunk)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await self._finish_put()  # raises the put's own error
-                raise TargetError(Fault.RETRY, "object storage upload ended early") from None
+        # One item per batch, not per 64 KiB chunk: every item obstore pulls from the stream
+        # is a hop between its Rust threads and the event loop.
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not data:
+            return
+        self._hash.update(data)
+        self.size += len(data)
+        try:
+            await send.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await self._finish_put()  # raises the put's own error
+            raise TargetError(Fault.RETRY, "object storage upload ended early") from None
 
     async def reset(self) -> None:
         await self.abort()
@@ -140,9 +151,15 @@ class S3Upload:
                 raise TargetError(Fault.RETRY, f"the uploaded object has {head and head.size} "
                                                f"bytes, {self.size} were sent")
             key = target.key(final.as_posix())
-            await rest.copy(self._scratch, key, content_type=content_type or
-                            DEFAULT_CONTENT_TYPE,
-                            metadata={"sha256": self.sha256, "size": str(self.size)})
+            kind = content_type or DEFAULT_CONTENT_TYPE
+            metadata = {"sha256": self.sha256, "size": str(self.size)}
+            if self.size > COPY_LIMIT:
+                await rest.copy_multipart(
+                    self._scratch, key, size=self.size, content_type=kind, metadata=metadata,
+                    part_size=max(COPY_PART, -(-self.size // MAX_PARTS)),
+                    concurrency=COPY_CONCURRENCY)
+            else:
+                await rest.copy(self._scratch, key, content_type=kind, metadata=metadata)
             placed = await rest.head(key)
             if (placed is None or placed.size != self.size
                     or placed.metadata.get("sha256") != self.sha256

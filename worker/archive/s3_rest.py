@@ -13,15 +13,19 @@ header, a URL query or a response body beyond S3's one-word error ``Code``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import html
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
+import anyio
 import httpx
 import stamina
 
@@ -98,6 +102,13 @@ def sign(method: str, url: str, headers: dict[str, str], payload_sha256: str,  #
         f"SignedHeaders={';'.join(names)}, Signature={signature}")
     del signed["host"]
     return signed
+
+
+def _field(body: bytes, name: str) -> str | None:
+    """The text of the first ``<name>`` element of a small S3 reply (None if absent)."""
+    found = re.search(rb"<" + name.encode() + rb">([^<]{1,1024})</" + name.encode() + rb">",
+                      body[:65536])
+    return html.unescape(found.group(1).decode()) if found else None
 
 
 def error_code(body: bytes) -> str | None:
@@ -187,6 +198,77 @@ class S3Rest:
         response = await self.request("PUT", target, headers=headers, what="CopyObject")
         if b"<Error>" in response.content[:512]:  # S3 can fail a copy inside a 200
             raise classify(500, error_code(response.content), "CopyObject")
+
+    async def copy_multipart(self, source: str, target: str, *, size: int,
+                             part_size: int, concurrency: int, content_type: str,
+                             metadata: Mapping[str, str]) -> None:
+        """Server-side copy of an object too big for one CopyObject (5 GiB on AWS):
+        CreateMultipartUpload with the new type and metadata, UploadPartCopy of each
+        ``part_size`` range of ``source`` (``concurrency`` at a time), Complete. Any failure
+        aborts the upload, so nothing is ever visible at ``target`` but the whole copy.
+
+        No ``x-amz-checksum-algorithm``: a multipart object's SHA-256 would be S3's composite
+        (a digest of the parts' digests), not comparable with ours; ``sha256`` in the metadata
+        is the object's digest, and each source part's SHA-256 was checked on upload."""
+        headers = {"content-type": content_type}
+        headers.update({f"x-amz-meta-{k}": v for k, v in metadata.items()})
+        created = await self.request("POST", target, query="uploads=", headers=headers,
+                                     what="CreateMultipartUpload")
+        upload_id = _field(created.content, "UploadId")
+        if not upload_id:
+            raise classify(500, error_code(created.content), "CreateMultipartUpload")
+        try:
+            parts = await self._copy_parts(source, target, upload_id, size=size,
+                                           part_size=part_size, concurrency=concurrency)
+            await self._complete(target, upload_id, parts)
+        except BaseException:
+            with anyio.move_on_after(30, shield=True), contextlib.suppress(TargetError):
+                await self.abort(target, upload_id)
+            raise
+
+    async def _copy_parts(self, source: str, target: str, upload_id: str, *, size: int,
+                          part_size: int, concurrency: int) -> list[tuple[int, str]]:
+        """UploadPartCopy of every range: (part number, ETag), in order."""
+        copy_source = "/" + quote(f"{self._bucket}/{source}", safe="/-_.~")
+        upload = quote(upload_id, safe="")
+        parts: list[tuple[int, str]] = []
+        limiter = anyio.CapacityLimiter(concurrency)
+
+        async def copy_part(number: int, first: int, last: int) -> None:
+            async with limiter:
+                reply = await self.request(
+                    "PUT", target, query=f"partNumber={number}&uploadId={upload}",
+                    headers={"x-amz-copy-source": copy_source,
+                             "x-amz-copy-source-range": f"bytes={first}-{last}"},
+                    what="UploadPartCopy")
+            etag = _field(reply.content, "ETag")
+            if etag is None:  # S3 can fail a part copy inside a 200
+                raise classify(500, error_code(reply.content), "UploadPartCopy")
+            parts.append((number, etag))
+
+        try:
+            async with anyio.create_task_group() as group:
+                for number, first in enumerate(range(0, size, part_size), start=1):
+                    group.start_soon(copy_part, number, first, min(first + part_size, size) - 1)
+        except ExceptionGroup as failed:  # the first part's own error, as for any other call
+            errors = failed.subgroup(TargetError)
+            while errors is not None and isinstance(errors.exceptions[0], ExceptionGroup):
+                errors = errors.exceptions[0]
+            if errors is None:
+                raise
+            raise errors.exceptions[0] from None
+        return sorted(parts)
+
+    async def _complete(self, key: str, upload_id: str,
+                        parts: list[tuple[int, str]]) -> None:
+        body = "".join(f"<Part><PartNumber>{number}</PartNumber><ETag>{escape(etag)}</ETag>"
+                       "</Part>" for number, etag in parts)
+        done = await self.request(
+            "POST", key, query=f"uploadId={quote(upload_id, safe='')}",
+            body=f"<CompleteMultipartUpload>{body}</CompleteMultipartUpload>".encode(),
+            headers={"content-type": "application/xml"}, what="CompleteMultipartUpload")
+        if b"<Error>" in done.content[:512]:  # S3 can fail a Complete inside a 200
+            raise classify(500, error_code(done.content), "CompleteMultipartUpload")
 
     async def put(self, key: str, body: bytes) -> None:
         await self.request("PUT", key, body=body, what="PutObject")
