@@ -81,9 +81,10 @@ class Bucket:
 
 
 async def upload_in_flight(bucket: Bucket) -> bool:
-    """Is an upload open right now (a multipart upload or a scratch object)?"""
-    return bool(await anyio.to_thread.run_sync(bucket.pending)
-                or await anyio.to_thread.run_sync(bucket.scratch))
+    """Is a multipart upload open right now? Only a live one can be: every start of a worker
+    aborts the open ones (moto dates them all 2010, older than any ``stale_after``). Scratch
+    objects are no sign, a killed attempt's stays until the recording's next attempt."""
+    return bool(await anyio.to_thread.run_sync(bucket.pending))
 
 
 @dataclass
