@@ -64,6 +64,9 @@ from worker.store.factory import open_store
 PROVIDERS = ("ultravox", "envoy", "apifycloud")
 TERMINAL = ("call.completed", "call.tracking_failed")
 MIB = 1 << 20
+# Longer than the worst receiver fault (15 answers of 500 in a row, 2 s down) can exhaust
+# when one delivery meets all of it: a small run has few deliveries in flight to share it.
+RETRY_SCHEDULE = [0.5, 1, 2] + [2] * 22
 # With --archive s3, this share of recordings spans more than one 5 MiB multipart part, so
 # uploads stay open long enough for kills to land in them.
 BIG_SHARE, BIG_SIZES = 0.25, (6 * MIB, 11 * MIB)
@@ -83,6 +86,7 @@ class SoakReport:
     events_expected: int = 0
     events_delivered: int = 0
     events_missing: int = 0
+    deliveries_dead: int = 0  # gave up: the retry schedule is meant to outlast every fault
     duplicates_delivered: int = 0
     outbox_duplicates: int = 0  # one (call, type, recording) twice in the outbox
     out_of_order_calls: int = 0
@@ -102,6 +106,7 @@ class SoakReport:
     s3_unfinished_uploads: int = 0
     s3_scratch_objects: int = 0
     archive_paused: str | None = None  # the archiver's pause reason when the run ended
+    pauses: dict[str, int] = field(default_factory=dict)  # archive.paused lines, by reason
     integrity: str = ""
     unclean_exits: list[int] = field(default_factory=list)  # the final SIGTERM's non-0 codes
     recovery_seconds: list[float] = field(default_factory=list)
@@ -345,6 +350,16 @@ def check_polls(sim: Simulator, report: SoakReport) -> None:
                                    in peak.most_common(10) if n > 1]
 
 
+def count_pauses(workers: list[DaemonUnderTest]) -> dict[str, int]:
+    """Every worker's ``archive.paused`` lines, by reason: the injected full disk explains
+    some; with S3 nothing here injects one, so each is worth a look."""
+    reasons: Counter[str] = Counter()
+    for worker in workers:
+        reasons.update(str(line.get("reason")) for line in worker.log_lines()
+                       if line.get("event") == "archive.paused")
+    return dict(reasons)
+
+
 async def check_archive(rig: Rig, report: SoakReport) -> None:
     """Every recording the store calls archived is there, whole (its sha256 is the one the
     simulator computes for its content); nothing else is."""
@@ -352,6 +367,7 @@ async def check_archive(rig: Rig, report: SoakReport) -> None:
     archived: dict[str, str] = {}  # archive path -> the simulator's sha256 of the content
     try:
         report.integrity = await store.integrity_check()
+        report.deliveries_dead = (await store.delivery_counts()).dead
         report.archive_paused = (await store.archive_state()).paused_reason
         by_key = {(s.provider, s.call_id): s for s in rig.scripts}
         for call in await store.list_calls(limit=len(rig.scripts) + 10, include_terminal=True):
@@ -476,7 +492,8 @@ def configure(workdir: Path, sim: Simulator, args: argparse.Namespace, database:
     tracking = {**FAST_TRACKING, "max_tracking_age": 7200}
     config, env = write_config(workdir, sim, archive=bucket is None, extra=extra,
                                tracking=tracking)
-    text = config.read_text()
+    text = config.read_text().replace("retry_schedule = [0.5, 1, 2, 4]",
+                                      f"retry_schedule = {RETRY_SCHEDULE}", 1)
     if isinstance(database, str):
         text = text.replace('database = "callwatch.db"',
                             f'database = "{database}"\nlease_seconds = {args.lease_seconds}', 1)
@@ -569,6 +586,7 @@ async def run(args: argparse.Namespace) -> SoakReport:
             events = await read_events(rig.database)
             check_deliveries(events, rig.sim, rig.workers[0].env["SIM_WEBHOOK_SECRET"], report)
             check_polls(rig.sim, report)
+            report.pauses = count_pauses(rig.workers)
             await check_archive(rig, report)
             if args.keep:
                 print(f"workdir kept: {workdir}")
