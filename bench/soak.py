@@ -453,7 +453,7 @@ def judge(report: SoakReport) -> None:
         "scratch objects after shutdown": report.s3_scratch_objects,
         "workers not stopping cleanly": len(report.unclean_exits),
     }
-    if report.workers > 1:  # one daemon's restart may meet its own dying request: not judged
+    if report.workers > 1:  # the promise of several workers (issue 13); reported for one too
         checks["calls polled by two workers at once"] = len(report.paths_polled_at_once)
     report.problems = [f"{name}: {n}" for name, n in checks.items() if n]
     if report.integrity != "ok":
