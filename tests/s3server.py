@@ -1,11 +1,13 @@
 """moto's S3 server for the whole test session (a pytest plugin: tests/conftest.py loads it).
 
 One real S3-compatible peer on loopback, on a free port, started once and stopped at the end;
-each test takes a fresh bucket from it.
+each test takes a fresh bucket from it. ``running_s3_server`` is the same server outside
+pytest (``bench.soak --archive s3``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 from collections.abc import Iterator
@@ -33,8 +35,8 @@ class S3Server:
         return name
 
     def keys(self, bucket: str) -> list[str]:
-        listed = self.client.list_objects_v2(Bucket=bucket)
-        return sorted(o["Key"] for o in listed.get("Contents", []))
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
     def pending_uploads(self, bucket: str) -> list[str]:
         listed = self.client.list_multipart_uploads(Bucket=bucket)
@@ -47,9 +49,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    """moto's S3 server, once per test session, on a free loopback port."""
+@contextlib.contextmanager
+def running_s3_server() -> Iterator[S3Server]:
+    """moto's S3 server on a free loopback port (a thread of this process) until the block
+    exits."""
     from moto.server import ThreadedMotoServer  # dev only, and a heavy import
 
     port = _free_port()
@@ -62,6 +65,13 @@ def s3_server() -> Iterator[S3Server]:
         yield S3Server(endpoint=endpoint, client=client)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server, once per test session, on a free loopback port."""
+    with running_s3_server() as server:
+        yield server
 
 
 S3_KEY_ID = "AKIACALLWATCHTEST"

@@ -276,3 +276,36 @@ async def test_s3_a_failed_multipart_copy_is_aborted(s3_server: S3Server) -> Non
     assert s3_server.keys(bucket) == []
     assert s3_server.pending_uploads(bucket) == []
     await target.close()
+
+
+async def test_s3_an_upload_aborted_under_it_is_retried_not_a_missing_bucket(
+        s3_server: S3Server) -> None:
+    """Someone else aborts our open multipart upload (another worker's start does, under
+    moto, which dates every upload 2010; a lifecycle rule or an operator can): S3 answers
+    NoSuchUpload, a 404. That is this upload's failure, retried; read as a missing bucket it
+    paused all archiving with a false reason (found by ``bench.soak --workers 3 --archive
+    s3``). Nothing is left behind either way."""
+    bucket = s3_server.bucket()
+    target = S3Target(s3_config(s3_server, bucket), stale_after=3600)
+    upload = await target.start("rec-1")
+    await upload.write([bytes(1 << 20)] * 6)  # past one 5 MiB part: the upload is open
+    with anyio.fail_after(20):
+        while not (pending := s3_server.client.list_multipart_uploads(  # noqa: ASYNC110 -
+                Bucket=bucket).get("Uploads", [])):  # the server's state: no event to await
+            await anyio.sleep(0.05)
+    for open_upload in pending:
+        s3_server.client.abort_multipart_upload(Bucket=bucket, Key=open_upload["Key"],
+                                                UploadId=open_upload["UploadId"])
+
+    async def finish() -> None:
+        await upload.write([bytes(1 << 20)] * 6)
+        await upload.commit(FINAL, "audio/wav")
+
+    with pytest.raises(TargetError) as caught:
+        await finish()
+    assert caught.value.kind is Fault.RETRY, caught.value.reason
+    assert "NoSuchUpload" in caught.value.reason
+    await upload.abort()
+    assert s3_server.keys(bucket) == []
+    assert s3_server.pending_uploads(bucket) == []
+    await target.close()

@@ -77,6 +77,9 @@ def classify_obstore(exc: BaseException, what: str) -> TargetError:
             or code is not None):
         return TargetError(Fault.PAUSE, f"object storage refused {what}: "
                                         f"{code or type(exc).__name__}")
+    if "NoSuchUpload" in text:  # our multipart upload was aborted under us: this upload's
+        # problem (a retry starts a new one), not the bucket's; a pause would say NoSuchBucket
+        return TargetError(Fault.RETRY, f"object storage failed {what}: NoSuchUpload")
     if isinstance(exc, NotFoundError | FileNotFoundError):  # a put's "not found": the bucket
         return TargetError(Fault.PAUSE, f"object storage refused {what}: NoSuchBucket")
     return TargetError(Fault.RETRY, f"object storage failed {what}: {type(exc).__name__}")
