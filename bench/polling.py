@@ -20,6 +20,10 @@ concurrency (``concurrency`` per provider), phases alternated ABAB and repeated:
   ``memory`` (no SQLite at all) and ``loop-thread`` (the store's own SQL, run on the event
   loop's thread instead of aiosqlite's): where the pipeline's cost over the adapters goes.
 
+``--transport httpx,aiohttp``: the client over each HTTP transport (``worker.http_aio``);
+the first one's phases keep their names, each other's ``bare`` and ``pipeline`` are added
+as ``bare:KIND`` and ``pipeline:KIND``, all alternated in the same rounds.
+
 Every call waits (not joined) for the whole run, so every poll is one GET that changes
 nothing, the steady state of a long call (events are ``bench/outbox.py``'s business), and is
 due again 1 ms after each poll: there is always more work than slots, so the figure is the
@@ -36,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -59,6 +64,7 @@ from bench.stand_ins import InstantProvider, LoopThreadStore, MemoryStore
 from worker import logs
 from worker.config import Config, load
 from worker.daemon import http_client, lanes_for
+from worker.http_aio import KINDS, Kind
 from worker.model import TrackedCall
 from worker.scheduler import Scheduler
 from worker.store.base import NewCall, PollApplied, Store
@@ -79,6 +85,7 @@ class Options:
     rounds: int = 6  # short phases, many rounds: neighbours in time see the same noise
     stock_pool: bool = False  # also time the pre-http_pool client (slow: ~40 ms CPU/request)
     diagnose: bool = False  # also the pipeline on the stand-in stores of stand_ins.py
+    transport: str = "httpx"  # the client's HTTP transport(s), comma-separated (http_aio)
 
 
 DEFAULT = Options()
@@ -292,7 +299,12 @@ async def _rounds(options: Options, sim: Sim, config: Config, store: CountingSto
                   scripts: list[dict[str, Any]]) -> list[dict[str, Phase]]:
     """Every phase once per round; the order reverses from one round to the next."""
     rounds: list[dict[str, Phase]] = []
-    async with http_client(config) as client, stock_client(config) as stock:
+    first, *others = kinds_of(options.transport)
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(http_client(config, first))
+        stock = await stack.enter_async_context(stock_client(config))
+        more = {kind: await stack.enter_async_context(http_client(config, kind))
+                for kind in others}
         targets = await capture_targets(client, config, scripts)
         phases: dict[str, Callable[[], Awaitable[Phase]]] = {
             "bare": lambda: bare_phase(client, targets, options, sim),
@@ -302,6 +314,10 @@ async def _rounds(options: Options, sim: Sim, config: Config, store: CountingSto
             "scheduler": lambda: pipeline_phase(store, config, client, options, sim,
                                                 instant=True),
         }
+        for kind, other in more.items():
+            phases[f"bare:{kind}"] = partial(bare_phase, other, targets, options, sim)
+            phases[f"pipeline:{kind}"] = partial(pipeline_phase, store, config, other,
+                                                 options, sim)
         if options.stock_pool:
             phases["stock"] = lambda: bare_phase(stock, targets, options, sim)
         if options.diagnose:
@@ -313,6 +329,17 @@ async def _rounds(options: Options, sim: Sim, config: Config, store: CountingSto
             order = list(phases) if r % 2 == 0 else list(reversed(phases))
             rounds.append({name: await phases[name]() for name in order})
     return rounds
+
+
+def kinds_of(text: str) -> list[Kind]:
+    """``httpx,aiohttp`` as transport kinds, in that order."""
+    found: list[Kind] = []
+    for part in text.split(","):
+        kind = next((k for k in KINDS if k == part.strip()), None)
+        if kind is None:
+            raise ValueError(f"--transport: {part!r} is none of {', '.join(KINDS)}")
+        found.append(kind)
+    return found
 
 
 async def _leased_copy(store: CountingStore) -> list[TrackedCall]:
@@ -364,13 +391,24 @@ def _report(options: Options, rounds: list[dict[str, Phase]]) -> Report:
                   columns=("phase", "req/s", "of bare", "cpu ms/req", "sim cpu (cores)"),
                   rows=[(n, rate[n], rate[n] / rate["bare"], cpu[n], sim_util[n])
                         for n in names])
+    first, *others = kinds_of(options.transport)
+    by_kind = {first: (ratio, by_cpu)}
+    for kind in others:
+        by_kind[kind] = (median(r[f"pipeline:{kind}"].rate / r[f"bare:{kind}"].rate
+                                for r in rounds),
+                         median(r[f"bare:{kind}"].cpu_ms / r[f"pipeline:{kind}"].cpu_ms
+                                for r in rounds))
     notes = [f"aim: pipeline/bare >= 0.8; measured {ratio:.2f} by rate, {by_cpu:.2f} by CPU "
              f"per request (adapters alone: {adapters:.2f} by rate)",
+             *(f"over {kind}: pipeline/bare {r:.2f} by rate, {c:.2f} by CPU per request"
+               for kind, (r, c) in by_kind.items() if len(by_kind) > 1),
              f"the scheduler and store alone (providers answering at once): "
              f"{1000 * cpu['scheduler']:.0f} µs CPU per poll"]
     if sim_util["bare"] > 0.9 or rate["bare"] > 0.8 * rate["raw"]:
         notes.append("the simulator is close to its capacity during 'bare': it may be the limit")
     results = {"pipeline_over_bare": ratio, "pipeline_over_bare_by_cpu": by_cpu,
+               "pipeline_over_bare_by_transport": {
+                   k: {"by_rate": r, "by_cpu": c} for k, (r, c) in by_kind.items()},
                "adapters_over_bare": adapters,
                "polls_per_s": rate, "cpu_ms_per_request": cpu, "sim_cores": sim_util,
                "rounds": [{n: {**asdict(p), "rate": p.rate} for n, p in r.items()}

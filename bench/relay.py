@@ -16,6 +16,10 @@ At loopback speed both are CPU-bound, so the ratio is one of CPU per delivery; w
 ``--receiver-delay 0.02`` (an endpoint 20 ms away) both are bound by the in-flight limit,
 and the ratio shows whether the relay keeps every slot busy (results: relay-slow-receiver).
 
+``--transport httpx,aiohttp``: both phases over each HTTP transport (``worker.http_aio``),
+each kind on its own fresh outbox, alternated; the first kind's phases keep their names,
+the others' are ``relay:KIND`` and ``bare:KIND``.
+
     python -m bench.relay                          # bench/results/relay.json
     python -m bench.relay --receiver-delay 0.02    # bench/results/relay-slow-receiver.json
 """
@@ -27,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +39,10 @@ import anyio
 import httpx
 
 from bench.common import Phase, Report, Sim, Table, cli, median, simulator
-from bench.polling import quiet_logs
+from bench.polling import kinds_of, quiet_logs
 from worker.config import Config, parse
 from worker.events import call_event
+from worker.http_aio import Kind
 from worker.model import EventType
 from worker.reconcile import Decision
 from worker.store.base import NewCall, PollApplied
@@ -58,6 +64,7 @@ class Options:
     concurrency: int = 8  # in flight to the endpoint: [delivery] max_in_flight_per_endpoint
     rounds: int = 3
     receiver_delay: float = 0.0  # seconds the receiver takes per answer (0.02: a far endpoint)
+    transport: str = "httpx"  # the HTTP transport(s), comma-separated (worker.http_aio)
 
 
 DEFAULT = Options()
@@ -109,9 +116,10 @@ async def fill_outbox(path: Path, options: Options) -> list[bytes]:
         await store.close()
 
 
-async def relay_phase(store: CountingStore, config: Config, expected: int) -> int:
+async def relay_phase(store: CountingStore, config: Config, expected: int,
+                      kind: Kind = "httpx") -> int:
     """Start a relay on the filled database; return when all are recorded delivered."""
-    relay = Relay(config, store)
+    relay = Relay(config, store, kind=kind)
     async with anyio.create_task_group() as tg:
         await tg.start(relay.run)
         while store.delivered < expected:  # noqa: ASYNC110 - a counter, polled cheaply
@@ -120,7 +128,8 @@ async def relay_phase(store: CountingStore, config: Config, expected: int) -> in
     return store.delivered
 
 
-async def bare_phase(url: str, bodies: Sequence[bytes], options: Options) -> int:
+async def bare_phase(url: str, bodies: Sequence[bytes], options: Options,
+                     kind: Kind = "httpx") -> int:
     """``concurrency`` loops of ``client.post`` over the same bodies."""
     done = 0
     todo = iter(bodies)
@@ -135,7 +144,7 @@ async def bare_phase(url: str, bodies: Sequence[bytes], options: Options) -> int
             done += 1
 
     # The same small connection pools the relay uses, behind the ordinary client API.
-    client = httpx.AsyncClient(transport=transport.connection_pool(64), trust_env=False)
+    client = httpx.AsyncClient(transport=transport.connection_pool(64, kind), trust_env=False)
     async with client, anyio.create_task_group() as tg:
         for _ in range(options.concurrency):
             tg.start_soon(loop, client)
@@ -151,23 +160,27 @@ async def reset_sink(sim: Sim, delay: float) -> None:
 
 
 async def _round(root: Path, sim: Sim, options: Options, n: int) -> dict[str, Phase]:
-    workdir = root / f"round-{n}"
-    workdir.mkdir()
-    config = bench_config(workdir, sim, options)
-    bodies = await fill_outbox(workdir / "callwatch.db", options)
-    store = await CountingStore.open(workdir / "callwatch.db")
-    assert isinstance(store, CountingStore)
-    phases: dict[str, Callable[[], Awaitable[int]]] = {
-        "relay": lambda: relay_phase(store, config, len(bodies)),
-        "bare": lambda: bare_phase(sim.sink_url, bodies, options),
-    }
-    found = {}
+    phases: dict[str, Callable[[], Awaitable[int]]] = {}
+    stores: list[CountingStore] = []
     try:
+        for i, kind in enumerate(kinds_of(options.transport)):
+            suffix = "" if i == 0 else f":{kind}"
+            workdir = root / f"round-{n}-{kind}"
+            workdir.mkdir()
+            config = bench_config(workdir, sim, options)
+            bodies = await fill_outbox(workdir / "callwatch.db", options)
+            store = await CountingStore.open(workdir / "callwatch.db")
+            assert isinstance(store, CountingStore)
+            stores.append(store)
+            phases["relay" + suffix] = partial(relay_phase, store, config, len(bodies), kind)
+            phases["bare" + suffix] = partial(bare_phase, sim.sink_url, bodies, options, kind)
+        found = {}
         for name in (list(phases) if n % 2 == 0 else list(reversed(phases))):
             await reset_sink(sim, options.receiver_delay)
             found[name] = await timed(phases[name], sim)
     finally:
-        await store.close()
+        for store in stores:
+            await store.close()
     return found
 
 
@@ -196,9 +209,19 @@ def _report(options: Options, rounds: list[dict[str, Phase]]) -> Report:
                   rows=[(n, rate[n], median(r[n].cpu_ms for r in rounds),
                          median(r[n].sim_util for r in rounds)) for n in names])
     notes = [f"aim: relay/bare >= 0.7; measured {ratio:.2f}"]
+    by_kind = {kind: median(r[f"relay:{kind}"].rate / r[f"bare:{kind}"].rate for r in rounds)
+               for kind in kinds_of(options.transport)[1:]}
+    if by_kind:
+        first = kinds_of(options.transport)[0]
+        notes.append(", ".join(f"relay/bare over {k}: {v:.2f}"
+                               for k, v in {first: ratio, **by_kind}.items()))
+        notes.append("per phase: " + ", ".join(
+            f"{n} {median(r[n].rate for r in rounds):.0f}/s "
+            f"{median(r[n].cpu_ms for r in rounds):.3f} ms CPU" for n in rounds[0]))
     if median(r["bare"].sim_util for r in rounds) > 0.9:
         notes.append("the receiver is near one full core during 'bare': it may be the limit")
     results = {"relay_over_bare": ratio, "deliveries_per_s": rate,
+               "relay_over_bare_by_transport": by_kind,
                "rounds": [{n: {**asdict(p), "rate": p.rate} for n, p in r.items()}
                           for r in rounds]}
     name = NAME if not options.receiver_delay else f"{NAME}-slow-receiver"

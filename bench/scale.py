@@ -20,20 +20,28 @@ included) polls them for ``seconds``. A size of 0 is the baseline: the same daem
 * CPU per poll: the daemon's user + system time over the window, divided by its polls.
 * Database size: after the insert, and after the run (the benchmark's table dropped,
   vacuumed), bytes per tracked call.
+* ``--transport httpx,aiohttp``: the daemon over each HTTP transport (``worker.http_aio``,
+  via ``CALLWATCH_HTTP_TRANSPORT``), alternated at every size and round.
+* ``--bare``: after each daemon run, in this process, the same GETs at the same pace
+  (``rate`` per second, each in its own task, as the scheduler starts them) for ``seconds``:
+  with the daemon's client over the same transport, then with a plain ``aiohttp``
+  session. CPU per request of each, and the daemon's CPU per poll over each.
 """
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 
 from bench.common import (
@@ -49,7 +57,11 @@ from bench.common import (
     simulator,
     write_config,
 )
+from bench.polling import capture_targets, kinds_of
+from worker.config import Config, load
+from worker.daemon import http_client
 from worker.demo import start_daemon, stop_daemon
+from worker.http_aio import ENV, Kind
 from worker.store.base import NewCall
 from worker.store.sqlite import SQLiteStore
 
@@ -70,6 +82,8 @@ class Options:
     lead: float = 4.0  # from the insert's end to the first due poll: the daemon starts
     ends_every: int = 20  # one call in this many has ended (events, recording, terminal)
     rounds: int = 1  # > 1: the sizes again, in reverse order, and medians
+    transport: str = "httpx"  # the daemon's HTTP transport(s), comma-separated, alternated
+    bare: bool = False  # also the bare paced loops (same client; plain aiohttp) per run
 
 
 DEFAULT = Options()
@@ -81,6 +95,9 @@ class Run:
     """One size, one round: what the daemon did and cost."""
 
     calls: int
+    transport: str = "httpx"
+    bare_cpu_ms: float | None = None  # the same client and transport at the same pace
+    aiohttp_cpu_ms: float | None = None  # a plain aiohttp session at the same pace
     polls: int = 0
     overdue: int = 0  # polls due before the window's end that had not been made by then
     lag: list[float] = field(default_factory=list)
@@ -95,8 +112,15 @@ class Run:
 
     def summary(self, seconds: float) -> dict[str, Any]:
         """The figures, in the units of the report (ms, MiB), for a ``seconds`` window."""
+        per_poll = 1000 * self.cpu_seconds / self.polls if self.polls else None
         return {
-            "calls": self.calls, "polls": self.polls, "overdue_at_end": self.overdue,
+            "calls": self.calls, "transport": self.transport,
+            "bare_cpu_ms": self.bare_cpu_ms, "aiohttp_cpu_ms": self.aiohttp_cpu_ms,
+            "over_bare": per_poll / self.bare_cpu_ms if per_poll and self.bare_cpu_ms
+            else None,
+            "over_aiohttp": per_poll / self.aiohttp_cpu_ms if per_poll and self.aiohttp_cpu_ms
+            else None,
+            "polls": self.polls, "overdue_at_end": self.overdue,
             "polls_per_s": self.polls / seconds,
             "lag_p50_ms": 1000 * percentile(self.lag, 50),
             "lag_p99_ms": 1000 * percentile(self.lag, 99),
@@ -164,14 +188,16 @@ async def _watch(pid: int, run: Run, until: float) -> None:
         await anyio.sleep(0.25)
 
 
-async def _one(options: Options, calls: int) -> Run:
+async def _one(options: Options, calls: int, kind: Kind = "httpx") -> Run:
     with tempfile.TemporaryDirectory(prefix="callwatch-bench-") as tmp:
         workdir = Path(tmp)
         async with simulator(workdir) as sim:
             run, first_due = await _prepare(workdir, sim, options, calls)
+            run.transport = kind
             interval = max(calls, 1) / options.rate
             config, env = write_config(workdir, sim, tracking={
                 "poll_interval": interval, "pending_poll_interval": interval})
+            env = {**env, ENV: kind}
             proc = start_daemon(config, env, workdir / "daemon.log")
             try:
                 await _wait_ready(workdir / "daemon.log", time.monotonic() + 60)
@@ -186,8 +212,59 @@ async def _one(options: Options, calls: int) -> Run:
                 code = stop_daemon(proc)
             if code != 0:
                 raise RuntimeError(f"the daemon exited {code}; see {workdir}/daemon.log")
+            if options.bare and calls:
+                await _bare_runs(run, load(config, env), workdir / "callwatch.db", options)
         _collect(workdir / "callwatch.db", run, window)
     return run
+
+
+async def _bare_runs(run: Run, config: Config, db: Path, options: Options) -> None:
+    """The daemon's GETs at the daemon's pace: its client, then a plain aiohttp session."""
+    with sqlite3.connect(db) as conn:
+        ids = [{"provider": p, "call_id": c}
+               for p, c in conn.execute("SELECT provider, call_id FROM calls")]
+    async with http_client(config, kinds_of(run.transport)[0]) as client:
+        targets = await capture_targets(client, config, ids)
+        work = [(url, headers) for urls, headers in targets.values() for url in urls]
+
+        async def with_client(url: str, headers: dict[str, str]) -> None:
+            (await client.get(url, headers=headers)).raise_for_status()
+
+        run.bare_cpu_ms = await _paced(with_client, work, options)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=160),
+                                     ) as session:
+        async def plain(url: str, headers: dict[str, str]) -> None:
+            async with session.get(url, headers=headers) as reply:
+                reply.raise_for_status()
+                await reply.read()
+
+        run.aiohttp_cpu_ms = await _paced(plain, work, options)
+
+
+async def _paced(get: Callable[[str, dict[str, str]], Awaitable[None]],
+                 work: Sequence[tuple[str, dict[str, str]]], options: Options) -> float:
+    """``rate`` GETs a second, each in a task of its own, 1 s of warm-up then ``seconds``
+    measured: this process's CPU ms per request."""
+    done = 0
+
+    async def one(url: str, headers: dict[str, str]) -> None:
+        nonlocal done
+        await get(url, headers)
+        done += 1
+
+    start = time.perf_counter()
+    measured = (0, 0.0)
+    async with anyio.create_task_group() as tg:
+        for i in itertools.count():
+            due = start + i / options.rate
+            if due >= start + 1.0 + options.seconds:
+                break
+            if i == int(options.rate) and not measured[1]:
+                measured = (done, time.process_time())
+            await anyio.sleep(max(0.0, due - time.perf_counter()))
+            tg.start_soon(one, *work[i % len(work)])
+    cpu = time.process_time() - measured[1]
+    return 1000 * cpu / max(1, done - measured[0])
 
 
 def _collect(path: Path, run: Run, window: tuple[float, float]) -> None:
@@ -214,17 +291,25 @@ def _collect(path: Path, run: Run, window: tuple[float, float]) -> None:
 # --------------------------------------------------------------------------- report
 
 
+def _kinds(options: Options) -> tuple[Kind, ...]:
+    return tuple(kinds_of(options.transport))
+
+
 async def _measure(options: Options) -> Report:
     runs: list[Run] = []
     for r in range(options.rounds):
         sizes = options.sizes if r % 2 == 0 else tuple(reversed(options.sizes))
         for calls in sizes:
-            runs.append(await _one(options, calls))
+            kinds = _kinds(options) if r % 2 == 0 else tuple(reversed(_kinds(options)))
+            for kind in kinds:
+                runs.append(await _one(options, calls, kind))
     return _report(options, runs)
 
 
-def _median_summary(options: Options, runs: Sequence[Run], calls: int) -> dict[str, Any]:
-    found = [run.summary(options.seconds) for run in runs if run.calls == calls]
+def _median_summary(options: Options, runs: Sequence[Run], calls: int,
+                    kind: str = "httpx") -> dict[str, Any]:
+    found = [run.summary(options.seconds) for run in runs
+             if run.calls == calls and run.transport == kind]
     out: dict[str, Any] = {}
     for key, value in found[0].items():
         values = [f[key] for f in found if f[key] is not None]
@@ -234,26 +319,43 @@ def _median_summary(options: Options, runs: Sequence[Run], calls: int) -> dict[s
 
 def _report(options: Options, runs: list[Run]) -> Report:
     sizes = sorted(set(options.sizes))
-    summaries = {calls: _median_summary(options, runs, calls) for calls in sizes}
-    base = summaries.get(0)
+    kinds = _kinds(options)
+    summaries = {(calls, kind): _median_summary(options, runs, calls, kind)
+                 for calls in sizes for kind in kinds}
     rows = []
     for calls in sizes:
-        s = summaries[calls]
-        extra = s["peak_rss_mib"] - base["peak_rss_mib"] if base else float("nan")
-        rows.append((calls, s["polls_per_s"], s["overdue_at_end"], s["lag_p50_ms"],
-                     s["lag_p99_ms"], s["lag_max_ms"], s["peak_rss_mib"],
-                     extra, s["cpu_ms_per_poll"] or float("nan"), s["cpu_share"],
-                     s["db_after_mib"], s["counts_ms"]))
+        for kind in kinds:
+            s = summaries[calls, kind]
+            base = summaries.get((0, kind))
+            extra = s["peak_rss_mib"] - base["peak_rss_mib"] if base else float("nan")
+            rows.append((calls, *((kind,) if len(kinds) > 1 else ()), s["polls_per_s"],
+                         s["overdue_at_end"], s["lag_p50_ms"],
+                         s["lag_p99_ms"], s["lag_max_ms"], s["peak_rss_mib"],
+                         extra, s["cpu_ms_per_poll"] or float("nan"), s["cpu_share"],
+                         s["db_after_mib"], s["counts_ms"]))
     table = Table(title=f"the daemon, {options.rate:g} due polls/s at every size, "
                         f"{options.seconds:g} s window",
-                  columns=("calls", "polls/s", "overdue at end", "lag p50 ms", "lag p99 ms",
+                  columns=("calls", *(("transport",) if len(kinds) > 1 else ()), "polls/s",
+                           "overdue at end", "lag p50 ms", "lag p99 ms",
                            "lag max ms", "peak RSS MiB", "RSS - idle MiB", "cpu ms/poll",
                            "cpu (cores)", "db MiB", "counts() ms"),
                   rows=rows)
+    tables = [table]
+    if options.bare:
+        tables.append(Table(
+            title=f"CPU per request at {options.rate:g}/s (medians): the daemon against bare "
+                  "loops at the same pace",
+            columns=("calls", "transport", "daemon ms/poll", "bare same client ms/req",
+                     "daemon/bare", "bare aiohttp ms/req", "daemon/bare aiohttp"),
+            rows=[(calls, kind, summaries[calls, kind]["cpu_ms_per_poll"] or float("nan"),
+                   *(summaries[calls, kind][k] or float("nan")
+                     for k in ("bare_cpu_ms", "over_bare", "aiohttp_cpu_ms", "over_aiohttp")))
+                  for calls in sizes if calls for kind in kinds]))
     notes = [f"poll interval = calls / {options.rate:g} (e.g. {100_000 / options.rate:g} s at "
              f"100 000 calls); aims: p99 lag < 1000 ms and peak RSS < 150 MiB at 100 000"]
-    return Report(name=NAME, params=asdict(options), tables=[table], notes=notes,
-                  results={"by_size": {str(k): v for k, v in summaries.items()},
+    return Report(name=NAME, params=asdict(options), tables=tables, notes=notes,
+                  results={"by_size": {f"{k[0]}" if len(kinds) == 1 else f"{k[0]}:{k[1]}": v
+                                       for k, v in summaries.items()},
                            "runs": [run.summary(options.seconds) for run in runs]})
 
 

@@ -122,3 +122,15 @@ async def test_pools_of_an_origin_unused_for_a_while_are_closed(server: Server) 
         now[0] += 61
         await client.get(other + "/")
         assert transport.shard_count() == 1
+
+
+async def test_a_cap_below_one_pool_of_connections_is_still_the_cap(server: Server) -> None:
+    """max_connections=1 with pools of two: one connection, the second request waits."""
+    transport = ShardedTransport(max_connections=1, per_shard=2)
+    async with httpx.AsyncClient(transport=transport) as client, anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(client.get, server.url + "/slow")
+        await anyio.sleep(0.3)
+        assert server.open_now == 1
+        server.release.set()
+    assert server.most_open == 1

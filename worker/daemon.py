@@ -31,6 +31,7 @@ from worker.component import AnyComponent
 from worker.config import Config, ConfigError, load
 from worker.discovery import Discovery
 from worker.heartbeat import keep_heartbeat, remove_heartbeat
+from worker.http_aio import DEFAULT, AioClient, Kind, kind_from
 from worker.http_pool import ShardedTransport
 from worker.looplag import LoopLagMonitor, LoopLagStats
 from worker.notify import Notifier
@@ -109,15 +110,20 @@ def lanes_for(config: Config, client: httpx.AsyncClient) -> dict[str, Lane]:
     }
 
 
-def http_client(config: Config) -> httpx.AsyncClient:
+def http_client(config: Config, kind: Kind = DEFAULT) -> httpx.AsyncClient:
     """One client per process: connection reuse across every poll and download.
 
-    Its connections live in small pools (``worker.http_pool``): in one pool of about a
-    hundred connections httpcore spends 20 to 40 ms of CPU per request. Under a proxy from
-    the environment (HTTP_PROXY...) the stock pool stays, as httpx applies environment
-    proxies only to a transport of its own making.
+    ``aiohttp`` (``worker.http_aio``): aiohttp's pool under httpx's API, environment proxies
+    honoured. ``httpx``: its connections live in small pools (``worker.http_pool``): in one
+    pool of about a hundred connections httpcore spends 20 to 40 ms of CPU per request.
+    Under a proxy from the environment (HTTP_PROXY...) the stock pool stays, as httpx
+    applies environment proxies only to a transport of its own making.
     """
     slots = sum(p.concurrency for p in config.providers.values())
+    if kind == "aiohttp":
+        return AioClient(max_connections=slots + 64, timeout=httpx.Timeout(15.0, connect=5.0),
+                         headers={"User-Agent": f"callwatch/{__version__}"},
+                         follow_redirects=False)
     sharded = None if urllib.request.getproxies() else ShardedTransport(
         max_connections=slots + 64)
     return httpx.AsyncClient(
@@ -167,7 +173,7 @@ class Daemon:
         try:
             released = await store.recover()
             errors = StoreErrors()
-            async with http_client(self.config) as client:
+            async with http_client(self.config, kind_from(self.environ)) as client:
                 scheduler = Scheduler(store, lanes_for(self.config, client),
                                       lanes_for=partial(lanes_for, client=client))
                 runtime = Runtime(config=self.config, store=store, client=client,
@@ -184,7 +190,8 @@ class Daemon:
         components: list[AnyComponent] = [runtime.scheduler, lag]
         # Always: it keeps the outbox cursor current even with no [[webhooks]] (so an endpoint
         # added later gets new events, not the whole history), and --webhook URLs need it.
-        runtime.relay = Relay.attach(runtime.config, runtime.store, runtime.scheduler)
+        runtime.relay = Relay.attach(runtime.config, runtime.store, runtime.scheduler,
+                                     kind=kind_from(self.environ))
         components.append(runtime.relay)
         if runtime.config.worker.archiving:
             runtime.archiver = archiver = Archiver.attach(

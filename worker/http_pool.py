@@ -79,7 +79,8 @@ class ShardedTransport(httpx.AsyncBaseTransport):
                  keepalive_expiry: float = 5.0, idle_close: float = 300.0,
                  verify: ssl.SSLContext | bool = True,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._per_shard = max(1, per_shard)
+        # A cap below one shard's size makes one smaller shard (else the cap would be per_shard).
+        self._per_shard = max(1, min(per_shard, max_connections))
         self._max_shards = max(1, math.ceil(max_connections / self._per_shard))
         self._limits = httpx.Limits(max_connections=self._per_shard,
                                     max_keepalive_connections=self._per_shard,

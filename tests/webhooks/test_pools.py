@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.webhooks.support import hook, make_config
+from worker.http_aio import KINDS, AioTransport, Kind
 from worker.http_pool import ShardedTransport
 from worker.webhooks.endpoints import Endpoints
 from worker.webhooks.guarded import GuardedTransport
@@ -16,13 +17,16 @@ pytestmark = pytest.mark.anyio
 A, B = "https://a.example/hooks", "https://b.example/hooks"
 
 
+@pytest.mark.parametrize("kind", KINDS)
 async def test_each_configured_endpoint_has_its_own_pool_and_per_call_urls_share_one(
-        tmp_path: Path) -> None:
-    """Two endpoints, two pools; any other URL goes through the one guarded pool."""
-    pools = Pools(Endpoints(make_config(tmp_path, [hook(A), hook(B)])))
+        tmp_path: Path, kind: Kind) -> None:
+    """Two endpoints, two pools of the chosen transport; any other URL goes through the one
+    guarded pool."""
+    pools = Pools(Endpoints(make_config(tmp_path, [hook(A), hook(B)])), kind=kind)
+    expected = AioTransport if kind == "aiohttp" else ShardedTransport
     try:
         a, b = pools.for_url(A), pools.for_url(B)
-        assert isinstance(a, ShardedTransport) and isinstance(b, ShardedTransport)
+        assert isinstance(a, expected) and isinstance(b, expected)
         assert a is not b and pools.for_url(A) is a
         per_call = pools.for_url("https://x.example/1")
         assert isinstance(per_call, GuardedTransport)

@@ -15,10 +15,17 @@ are never followed (``transport.post``), so a 3xx cannot lead inside either. The
 is checked again too, so a SIGHUP that narrows ``allow_hosts`` applies to the next attempt.
 
 Kept-alive connections are reused: they were checked when opened, to the same address.
+
+Over aiohttp (``http_aio``) the same check sits at aiohttp's seam, the connector's
+resolver (``GuardedResolver``): aiohttp connects to the addresses it returns and verifies
+TLS against the host name. Its DNS cache is off, so each new connection asks again. An
+address literal never reaches a resolver in aiohttp (nor a name lookup in either), so the
+URL check before every request is what refuses ``http://127.0.0.1/`` in every spelling.
 """
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -27,9 +34,11 @@ from typing import Any
 import anyio
 import httpcore
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from worker.addresses import check_resolved, check_url
 from worker.config_sections import CallWebhooksConfig
+from worker.http_aio import DEFAULT, AioTransport, Kind
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -112,6 +121,35 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver seam: resolve once, refuse if any address is inside, else hand
+    aiohttp exactly the checked addresses (numeric: it never looks the name up again)."""
+
+    def __init__(self, policy: Callable[[], CallWebhooksConfig], resolver: Resolver) -> None:
+        self._policy = policy
+        self._resolve = resolver
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        # aiohttp turns an OSError here into ClientConnectorDNSError (httpx's ConnectError),
+        # whose text quotes the OSError's strerror: hence the (errno, text) form.
+        try:
+            addresses = await self._resolve(host, port)
+        except (OSError, UnicodeError) as exc:
+            raise OSError(errno.EHOSTUNREACH, f"cannot resolve {host[:80]}: {exc}") from None
+        if not addresses:
+            raise OSError(errno.EHOSTUNREACH, f"cannot resolve {host[:80]}: no address")
+        if not self._policy().allow_private and (why := check_resolved(host, addresses)):
+            raise OSError(errno.EACCES, f"refused: {why}")
+        flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+        return [ResolveResult(hostname=host, host=address, port=port,
+                              family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                              proto=0, flags=flags) for address in addresses]
+
+    async def close(self) -> None:
+        return None
+
+
 class _Body(httpx.AsyncByteStream):
     def __init__(self, stream: AsyncIterator[bytes] | Any) -> None:
         self._stream = stream
@@ -132,10 +170,15 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     """The per-call URLs' pool: at most ``max_connections`` open, every one guarded."""
 
     def __init__(self, policy: CallWebhooksConfig, *, max_connections: int,
-                 resolver: Resolver = resolve, verify: ssl.SSLContext | bool = True) -> None:
+                 resolver: Resolver = resolve, verify: ssl.SSLContext | bool = True,
+                 kind: Kind = DEFAULT) -> None:
         self.policy = policy  # SIGHUP replaces it; connections opened later follow it
         ssl_context = verify if isinstance(verify, ssl.SSLContext) else \
             httpx.create_ssl_context(verify=verify)
+        self._aio = AioTransport(
+            max_connections=max_connections, verify=ssl_context,
+            resolver=lambda: GuardedResolver(lambda: self.policy, resolver),
+        ) if kind == "aiohttp" else None
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context, max_connections=max_connections,
             max_keepalive_connections=max_connections, keepalive_expiry=5.0,
@@ -146,6 +189,8 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         if (why := check_url(url, allow_hosts=self.policy.allow_hosts,
                              allow_private=self.policy.allow_private)) is not None:
             raise httpx.ConnectError(f"refused: {why}", request=request)
+        if self._aio is not None:
+            return await self._aio.handle_async_request(request)
         if not isinstance(request.stream, httpx.AsyncByteStream):
             raise TypeError("an async transport sends async bodies only")
         core = httpcore.Request(
@@ -163,3 +208,5 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+        if self._aio is not None:
+            await self._aio.aclose()

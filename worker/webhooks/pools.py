@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import httpx
 
+from worker.http_aio import DEFAULT, AioTransport, Kind
 from worker.http_pool import ShardedTransport
 from worker.webhooks.endpoints import Endpoints
 from worker.webhooks.guarded import GuardedTransport, Resolver, resolve
@@ -23,13 +24,15 @@ from worker.webhooks.guarded import GuardedTransport, Resolver, resolve
 class Pools:
     """Connection pools by endpoint; ``aclose`` closes them all."""
 
-    def __init__(self, endpoints: Endpoints, *, resolver: Resolver = resolve) -> None:
+    def __init__(self, endpoints: Endpoints, *, resolver: Resolver = resolve,
+                 kind: Kind = DEFAULT) -> None:
         self._endpoints = endpoints
         self._resolver = resolver
-        self._own: dict[str, tuple[int, ShardedTransport]] = {}
+        self.kind = kind  # the transport (worker.http_aio) of every pool made here
+        self._own: dict[str, tuple[int, httpx.AsyncBaseTransport]] = {}
         self._budget = endpoints.per_call_budget
         self._per_call = GuardedTransport(endpoints.policy, max_connections=self._budget,
-                                          resolver=resolver)
+                                          resolver=resolver, kind=kind)
         self._retired: list[httpx.AsyncBaseTransport] = []
 
     def reconfigure(self, endpoints: Endpoints) -> None:
@@ -41,7 +44,7 @@ class Pools:
             self._retired.append(self._per_call)
             self._budget = endpoints.per_call_budget
             self._per_call = GuardedTransport(endpoints.policy, max_connections=self._budget,
-                                              resolver=self._resolver)
+                                              resolver=self._resolver, kind=self.kind)
 
     def for_url(self, url: str) -> httpx.AsyncBaseTransport:
         """The pool that sends to ``url``."""
@@ -52,8 +55,13 @@ class Pools:
         if found is None or found[0] != size:
             if found is not None:
                 self._retired.append(found[1])
-            found = self._own[url] = (size, ShardedTransport(max_connections=size))
+            found = self._own[url] = (size, self._pool(size))
         return found[1]
+
+    def _pool(self, size: int) -> httpx.AsyncBaseTransport:
+        if self.kind == "aiohttp":
+            return AioTransport(max_connections=size)
+        return ShardedTransport(max_connections=size)
 
     async def aclose(self) -> None:
         pools = [pool for _, pool in self._own.values()] + self._retired + [self._per_call]

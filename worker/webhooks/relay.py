@@ -32,6 +32,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from worker.config import Config
+from worker.http_aio import DEFAULT, Kind
 from worker.store.base import DeliveryStore
 from worker.store.errors import PermanentStoreError, StoreError
 from worker.store.retry import until_written, write_isolating
@@ -71,10 +72,10 @@ class Relay:
                  clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random,
                  idle_wait: float = 1.0, batch_size: int = 256,
-                 resolver: Resolver = resolve) -> None:
+                 resolver: Resolver = resolve, kind: Kind = DEFAULT) -> None:
         self._store = store
         self._endpoints = Endpoints(config)
-        self._pools = Pools(self._endpoints, resolver=resolver)
+        self._pools = Pools(self._endpoints, resolver=resolver, kind=kind)
         self._senders: tuple[anyio.abc.TaskGroup, MemoryObjectSendStream[AttemptResult]
                              ] | None = None
         self._sender_count = 0
@@ -95,9 +96,9 @@ class Relay:
 
     @classmethod
     def attach(cls, config: Config, store: DeliveryStore,
-               scheduler: _CommitSource) -> Relay:
+               scheduler: _CommitSource, *, kind: Kind = DEFAULT) -> Relay:
         """A relay that wakes whenever ``scheduler`` commits new events."""
-        relay = cls(config, store)
+        relay = cls(config, store, kind=kind)
         scheduler.on_commit(relay.wake)
         return relay
 

@@ -24,6 +24,7 @@ import anyio
 import httpx
 
 from worker import __version__
+from worker.http_aio import DEFAULT, AioTransport, Kind
 from worker.http_pool import ShardedTransport
 from worker.retry_after import parse_retry_after
 from worker.webhooks.policy import MAX_RETRY_AFTER, Outcome
@@ -41,14 +42,17 @@ class Reply:
     reply: bytes
 
 
-def connection_pool(max_connections: int) -> httpx.AsyncBaseTransport:
+def connection_pool(max_connections: int, kind: Kind = DEFAULT) -> httpx.AsyncBaseTransport:
     """The relay's connections, reused for every delivery (``async with`` closes them).
 
-    Small pools (``worker.http_pool``, as the daemon's client uses): in one pool of a few
-    dozen connections httpcore's bookkeeping costs more CPU than the request itself. The
-    relay keeps at most ``max_connections`` requests in flight; idle keep-alive connections
-    close after 5 s. No proxy is taken from the environment: endpoints are configured.
+    ``aiohttp``: one aiohttp pool (``worker.http_aio``). ``httpx``: small httpcore pools
+    (``worker.http_pool``): in one pool of a few dozen connections httpcore's bookkeeping
+    costs more CPU than the request itself. Either way at most ``max_connections``
+    connections per origin; idle keep-alive connections close after 5 s. No proxy is
+    taken from the environment: endpoints are configured.
     """
+    if kind == "aiohttp":
+        return AioTransport(max_connections=max_connections)
     return ShardedTransport(max_connections=max_connections)
 
 
