@@ -273,24 +273,21 @@ async def test_pages_waiting_for_a_slow_store_are_recorded_together_within_a_bou
     sim: Simulator, http: httpx.AsyncClient, store: Store, clock: Clock,
 ) -> None:
     """While the store writes, the reader goes on, but at most ``BATCH_PAGES`` pages ahead
-    (memory stays bounded); the pages that waited are then tracked in one ``record``, and
-    the totals are exact."""
-    ids = [sim.world.add_call("ultravox", created_at=START + i).call_id for i in range(2500)]
+    (memory stays bounded); pages are tracked ``BATCH_PAGES`` at most in one ``record``,
+    and the totals are exact."""
+    ids = [sim.world.add_call("ultravox", created_at=START + i).call_id for i in range(5000)]
     config = make_config("ultravox", base_url=sim.base_urls["ultravox"],
                          api_key=Secret(sim.api_keys["ultravox"]))
     lister = make_lister(config, http)
 
     class Counting:
         name, ordered, fetched = lister.name, lister.ordered, 0
-        stalled = anyio.Event()  # the reader asks for the page after a full stream
 
         def first_url(self, since: float | None, until: float | None) -> str:
             return lister.first_url(since, until)
 
         async def page(self, url: str) -> Page | PollFailed:
             self.fetched += 1
-            if self.fetched == BATCH_PAGES + 2:
-                self.stalled.set()
             return await lister.page(url)
 
     counting = Counting()
@@ -299,18 +296,20 @@ async def test_pages_waiting_for_a_slow_store_are_recorded_together_within_a_bou
     ahead: list[int] = []
 
     async def slow_record(calls: Sequence[ListedCall]) -> int:
-        if not batches:  # the first page: hold the writer until the reader must stop
-            with anyio.fail_after(20):
-                await counting.stalled.wait()
-            await anyio.sleep(0.3)  # time to read on, if it were not bounded
+        if not batches:  # the first batch: hold the writer until the reader stops reading
+            read = -1
+            with anyio.fail_after(60):
+                while counting.fetched != read:
+                    read = counting.fetched
+                    await anyio.sleep(0.5)
             ahead.append(counting.fetched)
         batches.append(len(calls))
         return await inner(calls)
 
-    report = await sweep(counting, TokenBucket(1000), Window(since=START, until=START + 5000),
+    report = await sweep(counting, TokenBucket(1000), Window(since=START, until=START + 9000),
                          slow_record)
-    # Held: the page being written, BATCH_PAGES in the stream, one the reader waits to send.
-    assert ahead == [BATCH_PAGES + 2]
-    assert batches[:2] == [100, BATCH_PAGES * 100] and max(batches) <= BATCH_PAGES * 100
-    assert (report.complete, report.pages, report.found, report.new) == (True, 25, 2500, 2500)
+    # Read: the batch being written, BATCH_PAGES in the stream, one the reader waits to send.
+    assert ahead == [batches[0] // 100 + BATCH_PAGES + 1]
+    assert batches[1] == BATCH_PAGES * 100 and max(batches) <= BATCH_PAGES * 100
+    assert (report.complete, report.pages, report.found, report.new) == (True, 50, 5000, 5000)
     assert await tracked(store, "ultravox") == set(ids)
