@@ -557,6 +557,8 @@ def _count(status: str) -> int:
 
 
 def _track_params(call: NewCall, now: float) -> tuple[Any, ...]:
+    if not call.metadata:  # discovered calls: no copy and no encoder for each one
+        return (call.provider, call.call_id, "{}", call.webhook_url, now)
     try:
         metadata = json.dumps(dict(call.metadata))
     except (ValueError, TypeError, RecursionError) as exc:
