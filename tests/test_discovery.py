@@ -3,9 +3,10 @@ and every hostile page (malformed items, foreign next, loops, huge pages, 429/5x
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 import stamina
@@ -14,8 +15,9 @@ from tests.providers.support import make_config
 from worker.config_discovery import DiscoveryConfig
 from worker.discovery import Discovery, DiscoveryLane, recorder
 from worker.discovery_plan import OVERLAP, Window
-from worker.discovery_sweep import sweep
-from worker.providers.listing import make_lister
+from worker.discovery_sweep import BATCH_PAGES, sweep
+from worker.model import PollFailed
+from worker.providers.listing import ListedCall, Page, make_lister
 from worker.ratelimit import TokenBucket
 from worker.secrets import Secret
 from worker.simulator import Simulator, World, run_simulator
@@ -265,3 +267,49 @@ async def test_a_rate_limited_page_pauses_the_lanes_bucket(
     assert report is not None and report.complete and report.retries == 1
     assert bucket.pauses == [1.0]
     assert sim.faults["ultravox"].hits[Fault.RATE_LIMIT] == 1
+
+
+async def test_pages_waiting_for_a_slow_store_are_recorded_together_within_a_bound(
+    sim: Simulator, http: httpx.AsyncClient, store: Store, clock: Clock,
+) -> None:
+    """While the store writes, the reader goes on, but at most ``BATCH_PAGES`` pages ahead
+    (memory stays bounded); pages are tracked ``BATCH_PAGES`` at most in one ``record``,
+    and the totals are exact."""
+    ids = [sim.world.add_call("ultravox", created_at=START + i).call_id for i in range(5000)]
+    config = make_config("ultravox", base_url=sim.base_urls["ultravox"],
+                         api_key=Secret(sim.api_keys["ultravox"]))
+    lister = make_lister(config, http)
+
+    class Counting:
+        name, ordered, fetched = lister.name, lister.ordered, 0
+
+        def first_url(self, since: float | None, until: float | None) -> str:
+            return lister.first_url(since, until)
+
+        async def page(self, url: str) -> Page | PollFailed:
+            self.fetched += 1
+            return await lister.page(url)
+
+    counting = Counting()
+    inner = recorder(store, "ultravox", clock)
+    batches: list[int] = []
+    ahead: list[int] = []
+
+    async def slow_record(calls: Sequence[ListedCall]) -> int:
+        if not batches:  # the first batch: hold the writer until the reader stops reading
+            read = -1
+            with anyio.fail_after(60):
+                while counting.fetched != read:
+                    read = counting.fetched
+                    await anyio.sleep(0.5)
+            ahead.append(counting.fetched)
+        batches.append(len(calls))
+        return await inner(calls)
+
+    report = await sweep(counting, TokenBucket(1000), Window(since=START, until=START + 9000),
+                         slow_record)
+    # Read: the batch being written, BATCH_PAGES in the stream, one the reader waits to send.
+    assert ahead == [batches[0] // 100 + BATCH_PAGES + 1]
+    assert batches[1] == BATCH_PAGES * 100 and max(batches) <= BATCH_PAGES * 100
+    assert (report.complete, report.pages, report.found, report.new) == (True, 50, 5000, 5000)
+    assert await tracked(store, "ultravox") == set(ids)

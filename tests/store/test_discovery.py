@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from tests.store.conftest import StoreFactory
@@ -81,3 +82,51 @@ async def test_a_dead_local_holder_loses_its_lease_at_once(store_factory: StoreF
     alive = await store_factory(owner=f"{socket.gethostname()}:1:ee")
     assert await dead.claim_discovery("ultravox", T0) is not None
     assert await alive.claim_discovery("ultravox", T0 + 1) is not None
+
+
+async def test_a_page_with_tracked_and_repeated_calls_tracks_each_once(store: Store) -> None:
+    """Calls tracked already are left as they are; a call listed twice in one batch is
+    tracked once, as its first occurrence says; the count and the maintained counts are
+    exact; tracking writes no event (``call.started`` comes from a poll); again: nothing new.
+    """
+    await store.track(NewCall(provider="ultravox", call_id="old", metadata={"k": 1}), T0)
+    batch = [(NewCall(provider="ultravox", call_id="a"), T0 + 5),
+             (NewCall(provider="ultravox", call_id="old"), T0 + 5),
+             (NewCall(provider="ultravox", call_id="a", metadata={"second": True}), T0 + 6),
+             (NewCall(provider="envoy", call_id="a"), T0 + 6),
+             (NewCall(provider="ultravox", call_id="b", webhook_url="https://h.example/w"),
+              T0 + 7)]
+    assert await store.track_many(batch) == 3
+    a = await store.get_call("ultravox", "a")
+    assert a is not None and a.metadata == {} and a.next_poll_at == T0 + 5
+    old = await store.get_call("ultravox", "old")
+    assert old is not None and old.metadata == {"k": 1} and old.next_poll_at == T0
+    b = await store.get_call("ultravox", "b")
+    assert b is not None and b.webhook_url == "https://h.example/w" and b.next_poll_at == T0 + 7
+    counts = await store.counts()
+    assert counts.calls_by_state == {("ultravox", "pending"): 3, ("envoy", "pending"): 1}
+    assert await store.events_after(0, 10) == []
+    assert await store.track_many(batch) == 0
+    assert (await store.counts()).calls_by_state == counts.calls_by_state
+
+
+async def test_concurrent_track_many_count_each_new_call_once(
+    store_factory: StoreFactory,
+) -> None:
+    """Workers tracking overlapping pages at once: the counts they return add up to the
+    calls tracked (no worker counts another's rows as its own)."""
+    workers = [await store_factory(owner=f"host-{n}:{n}:w") for n in range(4)]
+    ids = [f"call_{i:04d}" for i in range(600)]
+
+    async def sweep(store: Store, offset: int, results: list[int]) -> None:
+        for start in range(offset, offset + 600, 100):
+            page = [ids[i % 600] for i in range(start, start + 100)]
+            results.append(await store.track_many(
+                [(NewCall(provider="envoy", call_id=c), T0) for c in page]))
+
+    results: list[int] = []
+    async with anyio.create_task_group() as tg:
+        for n, worker in enumerate(workers):
+            tg.start_soon(sweep, worker, n * 150, results)
+    assert sum(results) == 600
+    assert (await workers[0].counts()).calls_by_state == {("envoy", "pending"): 600}

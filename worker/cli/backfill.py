@@ -156,6 +156,7 @@ class Progress:
             self._rich.update(self._task, description=self.line(report))
             return
         now = time.monotonic()
-        if report.pages == 1 or now - self._last_line >= PLAIN_EVERY:
+        # The first update whatever its page count: the sweep commits pages in batches.
+        if not self._last_line or now - self._last_line >= PLAIN_EVERY:
             self._last_line = now
             print(self.line(report), file=self._stream, flush=True)

@@ -157,17 +157,20 @@ class PostgresStore:
             return pk is not None
 
     async def track_many(self, calls: Sequence[tuple[NewCall, float]]) -> int:
-        """Track many ``(call, now)`` in one transaction; return how many were new."""
+        """Track many ``(call, now)`` in one statement; return how many were new.
+
+        One round trip whatever the number of calls; providers that got a new call are
+        notified, as ``track`` does.
+        """
         if not calls:
             return 0
-        params = [_track_params(c, now) for c, now in calls]
+        columns = [list(column) for column in
+                   zip(*(_track_params(c, now) for c, now in calls), strict=True)]
         async with self.db.transaction() as conn:
-            before = await conn.fetchval("SELECT COUNT(*) FROM calls")
-            await conn.executemany(sql.TRACK, params)
-            after = await conn.fetchval("SELECT COUNT(*) FROM calls")
-            for provider in sorted({c.provider for c, _ in calls}):
+            added = await conn.fetch(sql.TRACK_MANY, *columns)
+            for provider, _ in added:
                 await notify(conn, f"calls:{provider}")
-        return int(after - before)
+        return sum(int(n) for _, n in added)
 
     async def extend_call_leases(self, now: float) -> int:
         if not self._held_calls:
@@ -587,6 +590,8 @@ def _count(status: str) -> int:
 
 
 def _track_params(call: NewCall, now: float) -> tuple[Any, ...]:
+    if not call.metadata:  # discovered calls: no copy and no encoder for each one
+        return (call.provider, call.call_id, "{}", call.webhook_url, now)
     try:
         metadata = json.dumps(dict(call.metadata))
     except (ValueError, TypeError, RecursionError) as exc:

@@ -30,6 +30,16 @@ TRACK = ("INSERT INTO calls (provider, call_id, metadata, webhook_url, tracked_a
          "next_poll_at) VALUES ($1, $2, $3, $4, $5, $5, $5) "
          "ON CONFLICT (provider, call_id) DO NOTHING RETURNING pk")
 
+# Many calls in one statement (arrays: provider, call_id, metadata, webhook_url, now), in
+# their order, so a call given twice is tracked as its first occurrence says; the new ones
+# counted by provider (who to notify), never by counting the table (other writers' rows).
+TRACK_MANY = (
+    "WITH new AS (INSERT INTO calls (provider, call_id, metadata, webhook_url, tracked_at, "
+    "updated_at, next_poll_at) SELECT p, c, m, w, n, n, n FROM unnest($1::text[], "
+    "$2::text[], $3::text[], $4::text[], $5::float8[]) WITH ORDINALITY AS t(p, c, m, w, n, i) "
+    "ORDER BY i ON CONFLICT (provider, call_id) DO NOTHING RETURNING provider) "
+    "SELECT provider, count(*) FROM new GROUP BY provider ORDER BY provider")
+
 # Due and free (never leased, or its lease ran out: its worker is gone or stalled), earliest
 # first; rows another worker is claiming at this instant are skipped, not waited for.
 CLAIM_CALLS = (

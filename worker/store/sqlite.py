@@ -478,6 +478,8 @@ _OLDEST_DUE = ("SELECT MIN((SELECT MIN(next_poll_at) FROM calls "
 
 
 def _track_params(call: NewCall, now: float) -> tuple[Any, ...]:
+    if not call.metadata:  # discovered calls: no copy and no encoder for each one
+        return (call.provider, call.call_id, "{}", call.webhook_url, now, now, now)
     try:
         metadata = json.dumps(dict(call.metadata))
     except (ValueError, TypeError, RecursionError) as exc:
