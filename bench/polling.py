@@ -19,10 +19,15 @@ concurrency (``concurrency`` per provider), phases alternated ABAB and repeated:
 * with ``--diagnose``, the pipeline on two stand-in stores (``bench/stand_ins.py``):
   ``memory`` (no SQLite at all) and ``loop-thread`` (the store's own SQL, run on the event
   loop's thread instead of aiosqlite's): where the pipeline's cost over the adapters goes.
+* with ``--database postgresql://...``, ``pipeline-pg``: the same pipeline on the PostgreSQL
+  store, in a fresh database on that server (created and dropped here) holding the same
+  calls, alternated with the SQLite ``pipeline`` in the same rounds: both ratios to ``bare``
+  come from the same run.
 
 ``--transport httpx,aiohttp``: the client over each HTTP transport (``worker.http_aio``);
 the first one's phases keep their names, each other's ``bare`` and ``pipeline`` are added
-as ``bare:KIND`` and ``pipeline:KIND``, all alternated in the same rounds.
+as ``bare:KIND`` and ``pipeline:KIND``, all alternated in the same rounds. ``pipeline-pg``
+and ``scheduler-pg`` run over the first transport only (their ratio is to its ``bare``).
 
 Every call waits (not joined) for the whole run, so every poll is one GET that changes
 nothing, the steady state of a long call (events are ``bench/outbox.py``'s business), and is
@@ -38,7 +43,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -60,14 +65,17 @@ from bench.common import (
     simulator,
     write_config,
 )
+from bench.pgtools import fresh_database
 from bench.stand_ins import InstantProvider, LoopThreadStore, MemoryStore
 from worker import logs
 from worker.config import Config, load
 from worker.daemon import http_client, lanes_for
+from worker.database_url import parse_postgres_url
 from worker.http_aio import KINDS, Kind
 from worker.model import TrackedCall
 from worker.scheduler import Scheduler
 from worker.store.base import NewCall, PollApplied, Store
+from worker.store.postgres import PostgresStore
 from worker.store.sqlite import SQLiteStore
 
 NAME = "polling"
@@ -86,6 +94,7 @@ class Options:
     stock_pool: bool = False  # also time the pre-http_pool client (slow: ~40 ms CPU/request)
     diagnose: bool = False  # also the pipeline on the stand-in stores of stand_ins.py
     transport: str = "httpx"  # the client's HTTP transport(s), comma-separated (http_aio)
+    database: str = ""  # a postgresql:// URL: also the pipeline on PostgreSQL (pipeline-pg)
 
 
 DEFAULT = Options()
@@ -105,6 +114,47 @@ class CountingStore(SQLiteStore):
         self.committed += len(items)
 
 
+class CountingPgStore(PostgresStore):
+    """The PostgreSQL store, counting the poll results it commits."""
+
+    committed = 0
+
+    async def apply_poll_results(self, items: Sequence[PollApplied], now: float) -> None:
+        await super().apply_poll_results(items, now)
+        self.committed += len(items)
+
+
+@contextlib.asynccontextmanager
+async def pg_store(options: Options, scripts: Sequence[Mapping[str, Any]]
+                   ) -> AsyncIterator[CountingPgStore | None]:
+    """With ``--database``: the PostgreSQL store in a fresh database, the same calls
+    tracked in it (through ``track_many``, as in SQLite); dropped afterwards."""
+    if not options.database:
+        yield None
+        return
+    async with fresh_database(options.database) as url:
+        store = await CountingPgStore.open(parse_postgres_url(url, None))
+        assert isinstance(store, CountingPgStore)
+        try:
+            now = time.time()
+            await store.track_many([(NewCall(provider=s["provider"], call_id=s["call_id"]),
+                                     now) for s in scripts])
+            yield store
+        finally:
+            await store.close()
+
+
+async def pg_pipeline_phase(store: CountingPgStore, config: Config,
+                            client: httpx.AsyncClient, options: Options, sim: Sim, *,
+                            instant: bool = False) -> Phase:
+    """``pipeline_phase`` on PostgreSQL; any lease left afterwards is handed back, so every
+    round starts with all the calls free."""
+    try:
+        return await pipeline_phase(store, config, client, options, sim, instant=instant)
+    finally:
+        await store.release_leases()
+
+
 async def window(count: Callable[[], int], seconds: float, sim: Sim) -> Phase:
     """Measure ``count()`` growth, our CPU and the simulator's over ``seconds``."""
     n0, t0, c0, s0 = count(), time.perf_counter(), time.process_time(), sim.cpu_seconds()
@@ -116,7 +166,7 @@ async def window(count: Callable[[], int], seconds: float, sim: Sim) -> Phase:
 # --------------------------------------------------------------------------- the clients
 
 
-async def pipeline_phase(store: CountingStore | StandIn, config: Config,
+async def pipeline_phase(store: CountingStore | CountingPgStore | StandIn, config: Config,
                          client: httpx.AsyncClient, options: Options, sim: Sim, *,
                          instant: bool = False) -> Phase:
     """The real scheduler, started fresh, measured after its warm-up.
@@ -296,7 +346,8 @@ def stock_client(config: Config) -> httpx.AsyncClient:
 
 
 async def _rounds(options: Options, sim: Sim, config: Config, store: CountingStore,
-                  scripts: list[dict[str, Any]]) -> list[dict[str, Phase]]:
+                  scripts: list[dict[str, Any]], *, pg: CountingPgStore | None = None
+                  ) -> list[dict[str, Phase]]:
     """Every phase once per round; the order reverses from one round to the next."""
     rounds: list[dict[str, Phase]] = []
     first, *others = kinds_of(options.transport)
@@ -318,6 +369,10 @@ async def _rounds(options: Options, sim: Sim, config: Config, store: CountingSto
             phases[f"bare:{kind}"] = partial(bare_phase, other, targets, options, sim)
             phases[f"pipeline:{kind}"] = partial(pipeline_phase, store, config, other,
                                                  options, sim)
+        if pg is not None:
+            phases["pipeline-pg"] = lambda: pg_pipeline_phase(pg, config, client, options, sim)
+            phases["scheduler-pg"] = lambda: pg_pipeline_phase(pg, config, client, options,
+                                                               sim, instant=True)
         if options.stock_pool:
             phases["stock"] = lambda: bare_phase(stock, targets, options, sim)
         if options.diagnose:
@@ -365,7 +420,8 @@ async def _measure(options: Options) -> Report:
         async with simulator(Path(tmp)) as sim:
             config, store, scripts = await _setup(Path(tmp), sim, options)
             try:
-                rounds = await _rounds(options, sim, config, store, scripts)
+                async with pg_store(options, scripts) as pg:
+                    rounds = await _rounds(options, sim, config, store, scripts, pg=pg)
             finally:
                 await store.close()
     return _report(options, rounds)
@@ -404,6 +460,19 @@ def _report(options: Options, rounds: list[dict[str, Phase]]) -> Report:
                for kind, (r, c) in by_kind.items() if len(by_kind) > 1),
              f"the scheduler and store alone (providers answering at once): "
              f"{1000 * cpu['scheduler']:.0f} µs CPU per poll"]
+    if "pipeline-pg" in rate:
+        pg_ratio = median(r["pipeline-pg"].rate / r["bare"].rate for r in rounds)
+        pg_by_cpu = median(r["bare"].cpu_ms / r["pipeline-pg"].cpu_ms for r in rounds)
+        notes.append(f"PostgreSQL: pipeline-pg/bare {pg_ratio:.2f} by rate, {pg_by_cpu:.2f} "
+                     f"by CPU per request (SQLite's pipeline in the same rounds: {ratio:.2f}); "
+                     f"scheduler and store alone {1000 * cpu['scheduler-pg']:.0f} µs CPU per "
+                     f"poll (SQLite {1000 * cpu['scheduler']:.0f} µs)")
+        extra_results = {"pg_pipeline_over_bare": pg_ratio,
+                         "pg_pipeline_over_bare_by_cpu": pg_by_cpu,
+                         "pg_over_sqlite_pipeline": median(
+                             r["pipeline-pg"].rate / r["pipeline"].rate for r in rounds)}
+    else:
+        extra_results = {}
     if sim_util["bare"] > 0.9 or rate["bare"] > 0.8 * rate["raw"]:
         notes.append("the simulator is close to its capacity during 'bare': it may be the limit")
     results = {"pipeline_over_bare": ratio, "pipeline_over_bare_by_cpu": by_cpu,
@@ -412,7 +481,7 @@ def _report(options: Options, rounds: list[dict[str, Phase]]) -> Report:
                "adapters_over_bare": adapters,
                "polls_per_s": rate, "cpu_ms_per_request": cpu, "sim_cores": sim_util,
                "rounds": [{n: {**asdict(p), "rate": p.rate} for n, p in r.items()}
-                          for r in rounds]}
+                          for r in rounds], **extra_results}
     return Report(name=NAME, params=asdict(options), tables=[main, costs], notes=notes,
                   results=results)
 

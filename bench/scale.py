@@ -26,24 +26,41 @@ included) polls them for ``seconds``. A size of 0 is the baseline: the same daem
   (``rate`` per second, each in its own task, as the scheduler starts them) for ``seconds``:
   with the daemon's client over the same transport, then with a plain ``aiohttp``
   session. CPU per request of each, and the daemon's CPU per poll over each.
+
+With ``--database postgresql://...`` (a role that may create databases) each size gets a
+fresh database on that server, created and dropped here, seeded by one COPY (the calls and
+their due times, as ``track_many`` would write them; a million ``track`` transactions would
+measure the seeding, not the daemon), and the lag trigger is a PL/pgSQL one. ``--workers N``
+(several values: each in turn, alternated by round) starts N daemons on that database; RSS is
+then per worker (the largest), CPU the workers' sum, and the server's backends serving the
+database are measured too. ``--saturate`` makes every call due again 1 ms after its poll, so
+polls/s is what the workers can do, not ``rate``: how two workers compare with one.
+
+Both go together: runs are keyed by (calls, workers, transport), every combination once a
+round (in reverse order on odd rounds); ``--bare`` reads the call ids from whichever
+database the run used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import anyio
+import asyncpg
 
+from bench import pgtools
 from bench.common import (
     Report,
     Sim,
@@ -60,9 +77,11 @@ from bench.common import (
 from bench.polling import capture_targets, kinds_of
 from worker.config import Config, load
 from worker.daemon import http_client
+from worker.database_url import parse_postgres_url
 from worker.demo import start_daemon, stop_daemon
 from worker.http_aio import ENV, Kind
 from worker.store.base import NewCall
+from worker.store.postgres import PostgresStore
 from worker.store.sqlite import SQLiteStore
 
 NAME = "scale"
@@ -84,6 +103,9 @@ class Options:
     rounds: int = 1  # > 1: the sizes again, in reverse order, and medians
     transport: str = "httpx"  # the daemon's HTTP transport(s), comma-separated, alternated
     bare: bool = False  # also the bare paced loops (same client; plain aiohttp) per run
+    database: str = ""  # a postgresql:// URL: a fresh database per size on that server
+    workers: tuple[int, ...] = (1,)  # daemons sharing the database (PostgreSQL for > 1)
+    saturate: bool = False  # due again 1 ms after each poll: polls/s is the capacity
 
 
 DEFAULT = Options()
@@ -95,6 +117,7 @@ class Run:
     """One size, one round: what the daemon did and cost."""
 
     calls: int
+    workers: int = 1
     transport: str = "httpx"
     bare_cpu_ms: float | None = None  # the same client and transport at the same pace
     aiohttp_cpu_ms: float | None = None  # a plain aiohttp session at the same pace
@@ -109,12 +132,17 @@ class Run:
     db_after_bytes: int = 0
     insert_seconds: float = 0.0
     counts_seconds: float = 0.0  # one store.counts() on the fresh database
+    late_start: float = 0.0  # the daemons were ready this long after the first polls were due
+    sim_cpu_seconds: float = 0.0
+    db_cpu_seconds: float = 0.0  # PostgreSQL's backends serving the database (0 on SQLite)
+    runq_wait_seconds: float = 0.0  # the workers' threads runnable, waiting for a CPU
 
     def summary(self, seconds: float) -> dict[str, Any]:
         """The figures, in the units of the report (ms, MiB), for a ``seconds`` window."""
         per_poll = 1000 * self.cpu_seconds / self.polls if self.polls else None
         return {
-            "calls": self.calls, "transport": self.transport,
+            "calls": self.calls, "workers": self.workers,
+            "transport": self.transport,
             "bare_cpu_ms": self.bare_cpu_ms, "aiohttp_cpu_ms": self.aiohttp_cpu_ms,
             "over_bare": per_poll / self.bare_cpu_ms if per_poll and self.bare_cpu_ms
             else None,
@@ -134,18 +162,30 @@ class Run:
             "db_bytes_per_call": self.db_after_bytes / self.calls if self.calls else None,
             "insert_seconds": self.insert_seconds,
             "counts_ms": 1000 * self.counts_seconds,
+            "late_start_s": self.late_start,
+            "sim_cpu_share": self.sim_cpu_seconds / seconds,
+            "db_cpu_share": self.db_cpu_seconds / seconds,
+            "runq_wait_share": self.runq_wait_seconds / seconds,
         }
 
 
 # --------------------------------------------------------------------------- one size
 
 
-async def _prepare(workdir: Path, sim: Sim, options: Options, calls: int) -> tuple[Run, float]:
+async def _prepare(workdir: Path, sim: Sim, options: Options, calls: int,
+                   database: str | None) -> tuple[Run, float]:
     """Calls in the simulator and the database; return the run and the first due time."""
     run = Run(calls=calls)
     scripts = live_scripts(calls, lasts=1.0, ends_every=options.ends_every, waiting=True)
     await add_sim_calls(sim, scripts)
-    interval = max(calls, 1) / options.rate
+    spread = 0.0 if options.saturate else max(calls, 1) / options.rate
+    if database:
+        # After the COPY (about 100 000 rows/s, counted at half that) and the daemons' start.
+        first_due = time.time() + calls / 50_000 + options.lead
+        await _prepare_pg(database, run, [
+            (s["provider"], s["call_id"], first_due + i * spread / calls)
+            for i, s in enumerate(scripts)])
+        return run, first_due
     # After the insert (about 40 000 calls/s, counted at half that) and the daemon's start.
     first_due = time.time() + calls / 20_000 + options.lead
     store = await SQLiteStore.open(workdir / "callwatch.db")
@@ -154,7 +194,7 @@ async def _prepare(workdir: Path, sim: Sim, options: Options, calls: int) -> tup
         for i in range(0, calls, 10_000):
             await store.track_many([
                 (NewCall(provider=s["provider"], call_id=s["call_id"]),
-                 first_due + (i + k) * interval / calls)
+                 first_due + (i + k) * spread / calls)
                 for k, s in enumerate(scripts[i:i + 10_000])])
         run.insert_seconds = time.perf_counter() - started
         started = time.perf_counter()
@@ -166,6 +206,27 @@ async def _prepare(workdir: Path, sim: Sim, options: Options, calls: int) -> tup
         db.executescript(_LAG_SCHEMA)
     run.db_insert_bytes = _db_bytes(workdir / "callwatch.db")
     return run, first_due
+
+
+async def _prepare_pg(database: str, run: Run, calls: list[tuple[str, str, float]]) -> None:
+    """The schema by the store's own migrations, the calls by one COPY, the lag trigger."""
+    store = await PostgresStore.open(parse_postgres_url(database, None), pool_size=2)
+    try:
+        started = time.perf_counter()
+        await pgtools.seed_calls(database, calls)
+        run.insert_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        await store.counts()
+        run.counts_seconds = time.perf_counter() - started
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute(pgtools.LAG_SCHEMA)
+        run.db_insert_bytes = await conn.fetchval(
+            "SELECT pg_database_size(current_database())")
+    finally:
+        await conn.close()
 
 
 def _db_bytes(path: Path) -> int:
@@ -180,49 +241,116 @@ async def _wait_ready(log: Path, deadline: float) -> None:
     raise RuntimeError(f"the daemon did not get ready; see {log}")
 
 
-async def _watch(pid: int, run: Run, until: float) -> None:
-    """Sample the daemon's RSS until ``until`` (monotonic)."""
+async def _watch(pids: Sequence[int], run: Run, until: float) -> None:
+    """Sample the daemons' RSS until ``until`` (monotonic); keep the largest."""
     while time.monotonic() < until:
-        rss, _ = rss_kib(pid)
-        run.rss_max_kib = max(run.rss_max_kib, rss)
+        run.rss_max_kib = max([run.rss_max_kib, *(rss_kib(pid)[0] for pid in pids)])
         await anyio.sleep(0.25)
 
 
-async def _one(options: Options, calls: int, kind: Kind = "httpx") -> Run:
+@contextlib.asynccontextmanager
+async def _database(options: Options) -> AsyncIterator[str | None]:
+    """A fresh PostgreSQL database for one size (dropped after), or None: a SQLite file."""
+    if not options.database:
+        yield None
+        return
+    async with pgtools.fresh_database(options.database) as url:
+        yield url
+
+
+def _use_database(config: Path, database: str) -> None:
+    """Point the benchmark's config at ``database`` instead of its SQLite file."""
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace('database = "callwatch.db"', f'database = "{database}"'),
+                      encoding="utf-8")
+
+
+async def _one(options: Options, calls: int, workers: int = 1,
+               kind: Kind = "httpx") -> Run:
+    if workers > 1 and not options.database:
+        raise ValueError("several workers share a PostgreSQL database: give --database URL")
     with tempfile.TemporaryDirectory(prefix="callwatch-bench-") as tmp:
         workdir = Path(tmp)
-        async with simulator(workdir) as sim:
-            run, first_due = await _prepare(workdir, sim, options, calls)
-            run.transport = kind
-            interval = max(calls, 1) / options.rate
+        async with simulator(workdir) as sim, _database(options) as database:
+            run, first_due = await _prepare(workdir, sim, options, calls, database)
+            run.workers, run.transport = workers, kind
+            interval = 0.001 if options.saturate else max(calls, 1) / options.rate
             config, env = write_config(workdir, sim, tracking={
                 "poll_interval": interval, "pending_poll_interval": interval})
             env = {**env, ENV: kind}
-            proc = start_daemon(config, env, workdir / "daemon.log")
+            if database:
+                _use_database(config, database)
+            procs = [start_daemon(config, env, workdir / f"daemon{i}.log")
+                     for i in range(workers)]
+            pids = [proc.pid for proc in procs]
             try:
-                await _wait_ready(workdir / "daemon.log", time.monotonic() + 60)
-                await anyio.sleep(max(0.0, first_due - time.time()))
+                for i in range(workers):
+                    await _wait_ready(workdir / f"daemon{i}.log", time.monotonic() + 120)
+                run.late_start = max(0.0, time.time() - first_due)
+                # Saturated: past the first burst, into the steady state.
+                await anyio.sleep(max(0.0, first_due - time.time())
+                                  + (2.0 if options.saturate else 0.0))
                 window = (time.time(), time.time() + options.seconds)
-                run.rss_start_kib, _ = rss_kib(proc.pid)
-                cpu0 = cpu_seconds(proc.pid)
-                await _watch(proc.pid, run, time.monotonic() + options.seconds)
-                run.cpu_seconds = cpu_seconds(proc.pid) - cpu0
-                _, run.hwm_kib = rss_kib(proc.pid)
+                run.rss_start_kib = max(rss_kib(pid)[0] for pid in pids)
+                cpu0, sim0 = sum(map(cpu_seconds, pids)), sim.cpu_seconds()
+                wait0 = sum(map(pgtools.runqueue_wait, pids))
+                db0 = pgtools.backends_cpu(await pgtools.backend_pids(database)) \
+                    if database else {}
+                await _watch(pids, run, time.monotonic() + options.seconds)
+                run.cpu_seconds = sum(map(cpu_seconds, pids)) - cpu0
+                run.sim_cpu_seconds = sim.cpu_seconds() - sim0
+                run.runq_wait_seconds = sum(map(pgtools.runqueue_wait, pids)) - wait0
+                if database:
+                    seen = {*db0, *await pgtools.backend_pids(database)}
+                    run.db_cpu_seconds = pgtools.cpu_between(db0, pgtools.backends_cpu(seen))
+                run.hwm_kib = max(rss_kib(pid)[1] for pid in pids)
             finally:
-                code = stop_daemon(proc)
-            if code != 0:
-                raise RuntimeError(f"the daemon exited {code}; see {workdir}/daemon.log")
+                codes = _stop_all(procs)
+            if any(codes):
+                raise RuntimeError(f"a daemon exited {codes}; see {workdir}/daemon*.log")
             if options.bare and calls:
-                await _bare_runs(run, load(config, env), workdir / "callwatch.db", options)
-        _collect(workdir / "callwatch.db", run, window)
+                await _bare_runs(run, load(config, env), database or workdir / "callwatch.db",
+                                 options)
+            if database:
+                await _collect_pg(database, run, window)
+        if not database:
+            _collect(workdir / "callwatch.db", run, window)
     return run
 
 
-async def _bare_runs(run: Run, config: Config, db: Path, options: Options) -> None:
-    """The daemon's GETs at the daemon's pace: its client, then a plain aiohttp session."""
-    with sqlite3.connect(db) as conn:
-        ids = [{"provider": p, "call_id": c}
-               for p, c in conn.execute("SELECT provider, call_id FROM calls")]
+def _stop_all(procs: Sequence[subprocess.Popen[bytes]]) -> list[int]:
+    """SIGTERM to every daemon at once (the window is over), then wait for each."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(30))
+        except subprocess.TimeoutExpired:
+            codes.append(stop_daemon(proc))  # SIGKILL if it will not go
+    return codes
+
+
+async def _bare_runs(run: Run, config: Config, db: Path | str, options: Options) -> None:
+    """The daemon's GETs at the daemon's pace: its client, then a plain aiohttp session.
+    ``db``: the SQLite file or the PostgreSQL URL the daemon ran on, for the call ids."""
+    # The ended calls (live_scripts: every ends_every-th, in insertion order) go last, since
+    # capture_targets takes each provider's URL from its first call, and an ended call's
+    # last request is its recording (a redirect), not the call.
+    every = max(1, options.ends_every)  # 1: no call has ended, all in pk order
+    query = "SELECT provider, call_id FROM calls ORDER BY (pk - 1) % {} = 0, pk"
+    if isinstance(db, str):
+        conn = await asyncpg.connect(db)
+        try:
+            ids = [{"provider": p, "call_id": c}
+                   for p, c in await conn.fetch(query.format("$1"), every)]
+        finally:
+            await conn.close()
+    else:
+        with sqlite3.connect(db) as lite:
+            ids = [{"provider": p, "call_id": c}
+                   for p, c in lite.execute(query.format("?"), (every,))]
     async with http_client(config, kinds_of(run.transport)[0]) as client:
         targets = await capture_targets(client, config, ids)
         work = [(url, headers) for urls, headers in targets.values() for url in urls]
@@ -288,6 +416,27 @@ def _collect(path: Path, run: Run, window: tuple[float, float]) -> None:
     run.db_after_bytes = _db_bytes(path)
 
 
+async def _collect_pg(database: str, run: Run, window: tuple[float, float]) -> None:
+    """As ``_collect``, on PostgreSQL (a plain VACUUM: the size is what a live one holds)."""
+    start, end = window
+    conn = await asyncpg.connect(database)
+    try:
+        rows = await conn.fetch("SELECT due, polled FROM bench_polls "
+                                "WHERE polled BETWEEN $1 AND $2", start, end)
+        late = await conn.fetchval("SELECT COUNT(*) FROM bench_polls WHERE due < $1 "
+                                   "AND polled > $1", end)
+        waiting = await conn.fetchval("SELECT COUNT(*) FROM calls WHERE next_poll_at < $1",
+                                      end)
+        await conn.execute(pgtools.DROP_LAG_SCHEMA)
+        await conn.execute("VACUUM")
+        run.db_after_bytes = await conn.fetchval("SELECT pg_database_size(current_database())")
+    finally:
+        await conn.close()
+    run.polls = len(rows)
+    run.lag = [polled - due for due, polled in rows]
+    run.overdue = late + waiting
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -297,19 +446,18 @@ def _kinds(options: Options) -> tuple[Kind, ...]:
 
 async def _measure(options: Options) -> Report:
     runs: list[Run] = []
+    combos = [(calls, workers, kind) for calls in options.sizes
+              for workers in options.workers for kind in _kinds(options)]
     for r in range(options.rounds):
-        sizes = options.sizes if r % 2 == 0 else tuple(reversed(options.sizes))
-        for calls in sizes:
-            kinds = _kinds(options) if r % 2 == 0 else tuple(reversed(_kinds(options)))
-            for kind in kinds:
-                runs.append(await _one(options, calls, kind))
+        for calls, workers, kind in combos if r % 2 == 0 else reversed(combos):
+            runs.append(await _one(options, calls, workers, kind))
     return _report(options, runs)
 
 
 def _median_summary(options: Options, runs: Sequence[Run], calls: int,
-                    kind: str = "httpx") -> dict[str, Any]:
+                    workers: int, kind: str) -> dict[str, Any]:
     found = [run.summary(options.seconds) for run in runs
-             if run.calls == calls and run.transport == kind]
+             if run.calls == calls and run.workers == workers and run.transport == kind]
     out: dict[str, Any] = {}
     for key, value in found[0].items():
         values = [f[key] for f in found if f[key] is not None]
@@ -318,44 +466,53 @@ def _median_summary(options: Options, runs: Sequence[Run], calls: int,
 
 
 def _report(options: Options, runs: list[Run]) -> Report:
-    sizes = sorted(set(options.sizes))
     kinds = _kinds(options)
-    summaries = {(calls, kind): _median_summary(options, runs, calls, kind)
-                 for calls in sizes for kind in kinds}
+    several = len(kinds) > 1
+    keys = [(calls, workers, kind)
+            for calls, workers in sorted({(c, w) for c in options.sizes for w in options.workers})
+            for kind in kinds]
+    summaries = {key: _median_summary(options, runs, *key) for key in keys}
     rows = []
-    for calls in sizes:
-        for kind in kinds:
-            s = summaries[calls, kind]
-            base = summaries.get((0, kind))
-            extra = s["peak_rss_mib"] - base["peak_rss_mib"] if base else float("nan")
-            rows.append((calls, *((kind,) if len(kinds) > 1 else ()), s["polls_per_s"],
-                         s["overdue_at_end"], s["lag_p50_ms"],
-                         s["lag_p99_ms"], s["lag_max_ms"], s["peak_rss_mib"],
-                         extra, s["cpu_ms_per_poll"] or float("nan"), s["cpu_share"],
-                         s["db_after_mib"], s["counts_ms"]))
-    table = Table(title=f"the daemon, {options.rate:g} due polls/s at every size, "
-                        f"{options.seconds:g} s window",
-                  columns=("calls", *(("transport",) if len(kinds) > 1 else ()), "polls/s",
-                           "overdue at end", "lag p50 ms", "lag p99 ms",
-                           "lag max ms", "peak RSS MiB", "RSS - idle MiB", "cpu ms/poll",
-                           "cpu (cores)", "db MiB", "counts() ms"),
+    for calls, workers, kind in keys:
+        s = summaries[(calls, workers, kind)]
+        base = summaries.get((0, workers, kind))
+        extra = s["peak_rss_mib"] - base["peak_rss_mib"] if base else float("nan")
+        rows.append((calls, workers, *((kind,) if several else ()), s["polls_per_s"],
+                     s["overdue_at_end"], s["lag_p50_ms"],
+                     s["lag_p99_ms"], s["lag_max_ms"], s["peak_rss_mib"],
+                     extra, s["cpu_ms_per_poll"] or float("nan"), s["cpu_share"],
+                     s["runq_wait_share"], s["sim_cpu_share"], s["db_cpu_share"],
+                     s["db_after_mib"],
+                     s["counts_ms"], s["insert_seconds"], s["late_start_s"]))
+    rate = "every call due 1 ms after its poll" if options.saturate else \
+        f"{options.rate:g} due polls/s at every size"
+    table = Table(title=f"the daemon on {'PostgreSQL' if options.database else 'SQLite'}, "
+                        f"{rate}, {options.seconds:g} s window",
+                  columns=("calls", "workers", *(("transport",) if several else ()),
+                           "polls/s", "overdue at end", "lag p50 ms",
+                           "lag p99 ms", "lag max ms", "peak RSS MiB (per worker)",
+                           "RSS - idle MiB", "cpu ms/poll", "cpu (cores)", "waiting for a cpu",
+                           "sim cpu",
+                           "db cpu", "db MiB", "counts() ms", "seed s", "late start s"),
                   rows=rows)
     tables = [table]
     if options.bare:
         tables.append(Table(
             title=f"CPU per request at {options.rate:g}/s (medians): the daemon against bare "
                   "loops at the same pace",
-            columns=("calls", "transport", "daemon ms/poll", "bare same client ms/req",
-                     "daemon/bare", "bare aiohttp ms/req", "daemon/bare aiohttp"),
-            rows=[(calls, kind, summaries[calls, kind]["cpu_ms_per_poll"] or float("nan"),
-                   *(summaries[calls, kind][k] or float("nan")
+            columns=("calls", "workers", "transport", "daemon ms/poll",
+                     "bare same client ms/req", "daemon/bare", "bare aiohttp ms/req",
+                     "daemon/bare aiohttp"),
+            rows=[(*key, summaries[key]["cpu_ms_per_poll"] or float("nan"),
+                   *(summaries[key][k] or float("nan")
                      for k in ("bare_cpu_ms", "over_bare", "aiohttp_cpu_ms", "over_aiohttp")))
-                  for calls in sizes if calls for kind in kinds]))
+                  for key in keys if key[0]]))
     notes = [f"poll interval = calls / {options.rate:g} (e.g. {100_000 / options.rate:g} s at "
              f"100 000 calls); aims: p99 lag < 1000 ms and peak RSS < 150 MiB at 100 000"]
     return Report(name=NAME, params=asdict(options), tables=tables, notes=notes,
-                  results={"by_size": {f"{k[0]}" if len(kinds) == 1 else f"{k[0]}:{k[1]}": v
-                                       for k, v in summaries.items()},
+                  results={"by_size": {(str(c) if w == 1 else f"{c}x{w}")
+                                       + (f":{k}" if several else ""): v
+                                       for (c, w, k), v in summaries.items()},
                            "runs": [run.summary(options.seconds) for run in runs]})
 
 

@@ -100,10 +100,16 @@ EVENT_INSERT = (
 # When this worker can next claim a call of a provider: its own leased calls do not count
 # (their results are on the way); another worker's count from its lease's end, so a dead
 # worker's calls wake the others when they become theirs.
-NEXT_DUE = ("SELECT MIN(CASE WHEN lease_until IS NULL THEN next_poll_at "
-            "ELSE GREATEST(next_poll_at, lease_until) END) FROM calls "
-            "WHERE provider = $1 AND next_poll_at IS NOT NULL "
-            "AND lease_owner IS DISTINCT FROM $2")
+# Two index probes, not one MIN over an expression (a scan of every call of the provider, a
+# quarter of a second at 1 000 000 calls, on every idle lane): the earliest free call from
+# calls_due, and the other workers' leased calls (few) from calls_leased. A lease's owner and
+# its end are written and cleared together.
+NEXT_DUE = ("SELECT LEAST((SELECT next_poll_at FROM calls WHERE provider = $1 "
+            "AND next_poll_at IS NOT NULL AND lease_until IS NULL "
+            "AND lease_owner IS DISTINCT FROM $2 ORDER BY next_poll_at LIMIT 1), "
+            "(SELECT MIN(GREATEST(next_poll_at, lease_until)) FROM calls WHERE provider = $1 "
+            "AND next_poll_at IS NOT NULL AND lease_owner IS NOT NULL "
+            "AND lease_owner <> $2))")
 
 MAKE_DUE = ("UPDATE calls SET next_poll_at = LEAST(next_poll_at, $1) WHERE provider = $2 "
             "AND call_id = $3 AND next_poll_at IS NOT NULL AND terminal IS NULL")
