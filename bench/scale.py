@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -52,7 +54,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +104,13 @@ class Options:
     ends_every: int = 20  # one call in this many has ended (events, recording, terminal)
     rounds: int = 1  # > 1: the sizes again, in reverse order, and medians
     transport: str = "httpx"  # the daemon's HTTP transport(s), comma-separated, alternated
-    bare: bool = False  # also the bare paced loops (same client; plain aiohttp) per run
+    bare: bool = False  # also the bare paced loops (same client; plain aiohttp) per run;
+    # with --compare: a paced loop of the daemon's client as a third code, no daemon
     database: str = ""  # a postgresql:// URL: a fresh database per size on that server
     workers: tuple[int, ...] = (1,)  # daemons sharing the database (PostgreSQL for > 1)
     saturate: bool = False  # due again 1 ms after each poll: polls/s is the capacity
+    compare: str = ""  # a git ref: its worktree's daemon alternated with ours (``_compare``)
+    rates: tuple[int, ...] = ()  # with --compare: rising due rates (default: ``rate`` alone)
 
 
 DEFAULT = Options()
@@ -266,7 +271,8 @@ def _use_database(config: Path, database: str) -> None:
 
 
 async def _one(options: Options, calls: int, workers: int = 1,
-               kind: Kind = "httpx") -> Run:
+               kind: Kind = "httpx", tree: Path | None = None) -> Run:
+    """One size, one round; ``tree``: a ``--compare`` worktree whose daemon runs instead."""
     if workers > 1 and not options.database:
         raise ValueError("several workers share a PostgreSQL database: give --database URL")
     with tempfile.TemporaryDirectory(prefix="callwatch-bench-") as tmp:
@@ -280,7 +286,7 @@ async def _one(options: Options, calls: int, workers: int = 1,
             env = {**env, ENV: kind}
             if database:
                 _use_database(config, database)
-            procs = [start_daemon(config, env, workdir / f"daemon{i}.log")
+            procs = [_start(config, env, workdir / f"daemon{i}.log", tree)
                      for i in range(workers)]
             pids = [proc.pid for proc in procs]
             try:
@@ -516,7 +522,163 @@ def _report(options: Options, runs: list[Run]) -> Report:
                            "runs": [run.summary(options.seconds) for run in runs]})
 
 
+# --------------------------------------------------------------------------- --compare REF
+
+TREE = Path(__file__).resolve().parent.parent
+
+
+def _start(config: Path, env: dict[str, str], log: Path,
+           tree: Path | None) -> subprocess.Popen[bytes]:
+    """The daemon of ``tree`` (its own ``worker`` package first on the path), or ours."""
+    if tree is None:
+        return start_daemon(config, env, log)
+    path = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "--config", str(config), "run"], cwd=tree,
+            env={**os.environ, **env, "PYTHONPATH": path}, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _check_tree(tree: Path) -> None:
+    """Refuse to measure if ``_start`` would not import ``tree``'s code."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import worker; print(worker.__file__)"], cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True, check=True)
+    if Path(done.stdout.strip()).parent.parent.resolve() != tree.resolve():
+        raise RuntimeError(f"{tree} would run {done.stdout.strip()}")
+
+
+async def _bare(options: Options, calls: int) -> dict[str, Any]:
+    """The baseline of ``--bare``: the daemon's own HTTP client (``daemon.http_client``, same
+    URLs and headers as its adapters send) in one loop per provider, each GET at its due time,
+    ``rate`` GETs/s in all, no scheduler and no store: the script a user would write."""
+    from bench.polling import quiet_logs
+
+    with tempfile.TemporaryDirectory(prefix="callwatch-bench-") as tmp:
+        workdir = Path(tmp)
+        async with simulator(workdir) as sim:
+            scripts = live_scripts(calls, lasts=1.0, ends_every=options.ends_every,
+                                   waiting=True)
+            await add_sim_calls(sim, scripts)
+            path, env = write_config(workdir, sim, tracking={})
+            config = load(path, env)
+            quiet_logs("warning")
+            async with http_client(config, _kinds(options)[0]) as client:
+                targets = await capture_targets(client, config, scripts)
+                done = 0
+                step = len(targets) / options.rate
+
+                async def paced(urls: list[str], headers: dict[str, str], at: float) -> None:
+                    nonlocal done
+                    for url in itertools.cycle(urls):
+                        if (delay := at - time.monotonic()) > 0:
+                            await anyio.sleep(delay)
+                        reply = await client.get(url, headers=headers)
+                        if reply.status_code != 200:
+                            raise RuntimeError(f"bare GET {url}: HTTP {reply.status_code}")
+                        done += 1
+                        at += step
+
+                async with anyio.create_task_group() as tg:
+                    start = time.monotonic()
+                    for k, (urls, headers) in enumerate(targets.values()):
+                        tg.start_soon(paced, urls, headers, start + k * step / len(targets))
+                    await anyio.sleep(options.lead)
+                    n0, c0, t0 = done, time.process_time(), time.monotonic()
+                    await anyio.sleep(options.seconds)
+                    n1, c1, t1 = done, time.process_time(), time.monotonic()
+                    tg.cancel_scope.cancel()
+    polls = n1 - n0
+    return {"calls": calls, "polls": polls, "polls_per_s": polls / (t1 - t0),
+            "cpu_ms_per_poll": 1000 * (c1 - c0) / polls if polls else None,
+            "cpu_share": (c1 - c0) / (t1 - t0)}
+
+
+def _compare(options: Options) -> Report:
+    """Our daemon against a ``git worktree`` of ``options.compare``, alternated: for each
+    round, each rate (rising) and size, the codes in turn (the order reversed every round),
+    and with ``--bare`` the paced client loop beside them."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-scale-compare-"))
+    old = workdir / "old"
+    subprocess.run(["git", "-C", str(TREE), "worktree", "add", "--detach", str(old),
+                    options.compare], check=True, capture_output=True)
+    try:
+        trees: dict[str, Path | None] = {f"old ({options.compare})": old,
+                                         "new (working tree)": TREE}
+        for tree in trees.values():
+            assert tree is not None
+            _check_tree(tree)
+        if options.bare:
+            trees = {"bare loop": None, **trees}
+        runs = anyio.run(_compare_runs, options, trees)
+    finally:
+        subprocess.run(["git", "-C", str(TREE), "worktree", "remove", "--force",
+                        str(old)], check=False, capture_output=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return _compare_report(options, list(trees), runs)
+
+
+async def _compare_runs(options: Options, trees: dict[str, Path | None]
+                        ) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    codes = list(trees.items())
+    for r in range(options.rounds):
+        for rate in options.rates or (int(options.rate),):
+            for calls in [c for c in options.sizes if c > 0]:
+                for label, tree in codes if r % 2 == 0 else reversed(codes):
+                    at = replace(options, rate=float(rate))
+                    if label == "bare loop":
+                        found = await _bare(at, calls)
+                    else:
+                        found = (await _one(replace(at, bare=False), calls,
+                                            kind=_kinds(options)[0], tree=tree)
+                                 ).summary(options.seconds)
+                    runs.append({"round": r, "rate": rate, "code": label, **found})
+                    print(f"round {r} rate {rate} {label}: "
+                          f"{found['polls_per_s']:.0f} polls/s, "
+                          f"{found.get('lag_p99_ms', float('nan')):.0f} ms p99 lag, "
+                          f"{found['cpu_ms_per_poll'] or float('nan'):.2f} ms CPU/poll",
+                          file=sys.stderr, flush=True)
+    return runs
+
+
+def _compare_report(options: Options, codes: list[str], runs: list[dict[str, Any]]) -> Report:
+    def med(found: list[dict[str, Any]], key: str) -> float:
+        values = [f[key] for f in found if f.get(key) is not None]
+        return statistics.median(values) if values else float("nan")
+
+    rows = []
+    capacity: dict[str, float] = {}
+    for rate in options.rates or (int(options.rate),):
+        bare = {f["round"]: f["cpu_ms_per_poll"] for f in runs
+                if f["rate"] == rate and f["code"] == "bare loop" and f["cpu_ms_per_poll"]}
+        for code in codes:
+            found = [f for f in runs if f["rate"] == rate and f["code"] == code]
+            ratios = [f["cpu_ms_per_poll"] / bare[f["round"]] for f in found
+                      if f["round"] in bare and f["cpu_ms_per_poll"]]
+            rows.append((rate, code, med(found, "polls_per_s"), med(found, "lag_p50_ms"),
+                         med(found, "lag_p99_ms"), med(found, "lag_max_ms"),
+                         med(found, "overdue_at_end"), med(found, "cpu_ms_per_poll"),
+                         statistics.median(ratios) if ratios else float("nan"),
+                         med(found, "cpu_share")))
+            if (code != "bare loop" and med(found, "lag_p99_ms") < 1000
+                    and med(found, "polls_per_s") >= 0.95 * rate):
+                capacity[code] = max(capacity.get(code, 0.0), rate)
+    table = Table(title=f"old and new code alternated, {options.rounds} rounds, medians; "
+                        f"{options.seconds:g} s windows at {','.join(map(str, options.sizes))} "
+                        f"calls",
+                  columns=("rate", "code", "polls/s", "lag p50 ms", "lag p99 ms", "lag max ms",
+                           "overdue", "cpu ms/poll", "of bare", "cpu (cores)"),
+                  rows=rows)
+    notes = [f"capacity (highest rate with p99 lag < 1000 ms and >= 95 % of it done): {capacity}",
+             "'of bare': median over rounds of CPU per poll / the bare loop's in that round"]
+    return Report(name=NAME, params=asdict(options), tables=[table], notes=notes,
+                  results={"capacity": capacity, "runs": runs})
+
+
 def measure(options: Options) -> Report:
+    if options.compare:
+        return _compare(options)
     return anyio.run(_measure, options)
 
 

@@ -19,6 +19,7 @@ from worker.model import (
     PollFailed,
     PollResult,
     Snapshot,
+    TrackedCall,
 )
 from worker.reconcile import Policy
 from worker.scheduler import Lane, Scheduler
@@ -183,3 +184,62 @@ async def test_a_writer_that_cannot_commit_ages_the_schedulers_progress(
         await wait_until(lambda: scheduler.stats.uncommitted_since is None)
         assert scheduler.progress() > stuck
         tg.cancel_scope.cancel()
+
+
+CALM = TrackingConfig(poll_interval=600.0, pending_poll_interval=600.0)
+
+
+async def test_calls_due_within_one_tick_share_a_claim_and_a_commit(store: SQLiteStore,
+                                                                    tmp_path: Path) -> None:
+    """Four calls due a few ms apart inside one tick: one wake-up polls them all together and
+    one commit stores them, each polled at most a tick after it was due."""
+    tick = 0.3
+    provider = Slow()
+    lane = Lane(provider=provider, policy=Policy(tracking=CALM, archiving=False),
+                concurrency=4, rate_limit=1000.0)
+    scheduler = Scheduler(store, {"ultravox": lane}, idle_wait=5.0, tick=tick)
+    claims = 0
+    claim = store.claim_due_calls
+
+    async def counting(provider: str, now: float, limit: int) -> list[TrackedCall]:
+        nonlocal claims
+        found = await claim(provider, now, limit)
+        claims += bool(found)
+        return found
+
+    store.claim_due_calls = counting  # type: ignore[method-assign]
+    # Due times inside one tick of the loop's clock (the grid the lanes wake on), 2 to 3
+    # ticks from now: with one wake-up per due time this is four claims and four commits.
+    loop_now, wall_now = anyio.current_time(), time.time()
+    grid = (int(loop_now / tick) + 3) * tick
+    due = [wall_now + (grid - loop_now) - 0.25 + 0.05 * k for k in range(4)]
+    for k, at in enumerate(due):
+        await store.track(NewCall(provider="ultravox", call_id=f"c{k}"), at)
+    async with anyio.create_task_group() as tg:
+        await tg.start(scheduler.run)
+        await wait_until(lambda: scheduler.stats.commits >= 1 and provider.polls >= 4)
+        await anyio.sleep(0.1)
+        scheduler.stop()
+    assert (claims, scheduler.stats.commits) == (1, 1)
+    with sqlite3.connect(tmp_path / "callwatch.db") as db:
+        polled = [row[0] for row in db.execute(
+            "SELECT last_polled_at FROM calls ORDER BY call_id")]
+    for at, when in zip(due, polled, strict=True):
+        assert 0 <= when - at <= tick + 0.1
+
+
+async def test_a_wake_is_not_held_for_the_tick(store: SQLiteStore) -> None:
+    """A call made due through wake() (the API's track) is polled at once, not at the tick."""
+    provider = Scripted()
+    lane = Lane(provider=provider, policy=Policy(tracking=CALM, archiving=False),
+                concurrency=4, rate_limit=1000.0)
+    scheduler = Scheduler(store, {"ultravox": lane}, idle_wait=30.0, tick=10.0)
+    async with anyio.create_task_group() as tg:
+        await tg.start(scheduler.run)
+        await anyio.sleep(0.1)  # the lane is asleep until its idle wait, on the tick
+        await store.track(NewCall(provider="ultravox", call_id="c1"), time.time())
+        woken = time.monotonic()
+        scheduler.wake("ultravox")
+        await wait_until(lambda: scheduler.stats.commits >= 1, timeout=2.0)
+        assert time.monotonic() - woken < 1.0
+        scheduler.stop()
