@@ -272,8 +272,9 @@ class PostgresStore:
         return [_event(r) for r in found]
 
     async def counts(self) -> Counts:
-        """Totals from ``call_counts``, kept by triggers (migrations 0008 and 0009): a handful of rows
-        however many calls; the oldest due poll is one ``calls_due`` probe per provider."""
+        """Totals from ``call_counts``, kept by triggers (migrations 0008 and 0009): a handful
+        of rows however many calls; the oldest due poll is one ``calls_due`` probe per
+        provider."""
         async with self.db.connection() as conn:
             by_state = {(r[0], r[1]): int(r[2]) for r in await conn.fetch(sql.COUNTS)}
             # Events ever written: the last seq, or the largest one retention pruned (a
