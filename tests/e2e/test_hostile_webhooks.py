@@ -248,6 +248,10 @@ async def test_a_tarpit_per_call_webhook_never_delays_the_configured_endpoint(
     port = free_port()
     daemon = daemon_for(sim, tmp_path, hook=hook, api_port=port,
                         call_webhooks="allow_private = true\nmax_in_flight = 16")
+    # The stop finds the tarpit still holding its attempts: it waits drain_grace, then cuts
+    # them short. That wait (20 s by default) is not what this test is about.
+    daemon.config.write_text(daemon.config.read_text().replace(
+        'database = "callwatch.db"', 'database = "callwatch.db"\ndrain_grace = 1', 1))
     store = await SQLiteStore.open(daemon.db)
     try:
         for n in range(200):
@@ -274,6 +278,7 @@ async def test_a_tarpit_per_call_webhook_never_delays_the_configured_endpoint(
         stalls.stop()
         assert await daemon.stop() == 0
     assert finished == 0  # every configured delivery arrived before any tarpit attempt ended
+    assert any(line.get("event") == "daemon.drain_cut_short" for line in daemon.log_lines())
     assert 0 < held <= 16 and accepted <= 16
     assert len({r.header("webhook-id") for r in sim.sink.requests}) >= 402
 
