@@ -36,8 +36,15 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
         await opened.close()
 
 
-# PostgreSQL for the tests that want it: ``pg_server`` (session) and ``pg_url`` (a fresh
-# database per test); see tests/pg.py for where the server comes from and when tests skip.
+# PostgreSQL for the tests that want it: ``pg_server`` (session), ``pg_url`` (a fresh, empty
+# database per test) and ``pg_migrated_url`` (a fresh one with the current schema); see
+# tests/pg.py for where the server comes from and when tests skip.
 # The store backends (tests/backends.py): ``backend`` and ``open_store`` run a test on each.
 from tests.backends import backend, open_store  # noqa: E402, F401
-from tests.pg import pg_server, pg_url  # noqa: E402, F401
+from tests.pg import (  # noqa: E402, F401
+    pg_databases,
+    pg_migrated_databases,
+    pg_migrated_url,
+    pg_server,
+    pg_url,
+)

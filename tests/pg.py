@@ -13,7 +13,11 @@ With none of them the PostgreSQL tests are skipped with one line saying how to e
 except with ``CI=true``: there missing PostgreSQL fails the run, so a green CI means they ran.
 
 Every test gets its own database (``cw_<random>``), created and dropped here: nothing depends
-on what an earlier run left behind.
+on what an earlier run left behind. ``pg_url`` is empty; ``pg_migrated_url`` holds the current
+schema, copied from a template migrated once per session by the store's own migrations.
+CREATE and DROP DATABASE cost the server a few hundred milliseconds each (template1 copied
+through the WAL; a checkpoint), so a thread makes the next database ahead and drops used
+ones behind while the tests run.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import queue
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,17 +143,128 @@ def pg_server() -> Iterator[str]:
         cluster.stop()
 
 
+def _new_name() -> str:
+    return f"cw_{uuid.uuid4().hex[:12]}"
+
+
+class Databases:
+    """New databases copied from ``template``: one made ahead on a thread, used ones dropped
+    behind on another (so a test waits for neither); ``close`` drops what is left."""
+
+    def __init__(self, server: str, template: str = "template1") -> None:
+        self.server, self.template = server, template
+        self._made: queue.Queue[str | psycopg.Error] = queue.Queue()
+        self._creates: queue.Queue[str | None] = queue.Queue()
+        self._drops: queue.Queue[str | None] = queue.Queue()
+        self._threads = [threading.Thread(target=self._work, args=(jobs,), daemon=True,
+                                          name=f"pg-{template}")
+                         for jobs in (self._creates, self._drops)]
+        for thread in self._threads:
+            thread.start()
+        self._creates.put(_new_name())
+
+    def _work(self, jobs: queue.Queue[str | None]) -> None:
+        while (name := jobs.get()) is not None:
+            try:
+                with psycopg.connect(self.server, autocommit=True) as admin:
+                    if jobs is self._creates:
+                        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+                        self._made.put(name)
+                    else:
+                        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except psycopg.Error as exc:
+                if jobs is self._creates:
+                    self._made.put(exc)
+
+    def take(self) -> str:
+        """The name of a new database nobody has used; the next one is started meanwhile."""
+        made = self._made.get(timeout=120)
+        self._creates.put(_new_name())
+        if isinstance(made, psycopg.Error):
+            raise made
+        return made
+
+    def drop(self, name: str) -> None:
+        self._drops.put(name)
+
+    def close(self) -> None:
+        self._creates.put(None)
+        self._threads[0].join(timeout=120)
+        while not self._made.empty():
+            made = self._made.get()
+            if isinstance(made, str):
+                self._drops.put(made)
+        self._drops.put(None)
+        self._threads[1].join(timeout=120)
+
+
+@pytest.fixture(scope="session")
+def pg_databases(pg_server: str) -> Iterator[Databases]:
+    """Empty databases for ``pg_url``."""
+    databases = Databases(pg_server)
+    try:
+        yield databases
+    finally:
+        databases.close()
+
+
+@pytest.fixture(scope="session")
+def pg_migrated_databases(pg_server: str, pg_databases: Databases) -> Iterator[Databases]:
+    """Databases for ``pg_migrated_url``: copies of one this session migrated with the
+    store's own migrations (so always the current schema)."""
+    import anyio
+
+    from worker.database_url import parse_postgres_url
+    from worker.store.postgres import PostgresStore
+
+    template = pg_databases.take()
+
+    async def migrate() -> None:
+        store = await PostgresStore.open(parse_postgres_url(_with_database(pg_server, template)))
+        await store.close()
+
+    failed: list[BaseException] = []
+
+    def run() -> None:  # a thread of its own: the test's event loop may be running here
+        try:
+            anyio.run(migrate)
+        except BaseException as exc:  # raised again below, in the test
+            failed.append(exc)
+
+    try:
+        migrating = threading.Thread(target=run)
+        migrating.start()
+        migrating.join()
+        if failed:
+            raise failed[0]
+        databases = Databases(pg_server, template)
+        try:
+            yield databases
+        finally:
+            databases.close()
+    finally:
+        pg_databases.drop(template)
+
+
 @pytest.fixture
-def pg_url(pg_server: str) -> Iterator[str]:
+def pg_url(pg_server: str, pg_databases: Databases) -> Iterator[str]:
     """A fresh, empty database of its own for one test; dropped afterwards."""
-    name = f"cw_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    name = pg_databases.take()
     try:
         yield _with_database(pg_server, name)
     finally:
-        with psycopg.connect(pg_server, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_databases.drop(name)
+
+
+@pytest.fixture
+def pg_migrated_url(pg_server: str, pg_migrated_databases: Databases) -> Iterator[str]:
+    """A fresh database of its own with the current schema, for tests of what the store
+    does rather than of its migrations; dropped afterwards."""
+    name = pg_migrated_databases.take()
+    try:
+        yield _with_database(pg_server, name)
+    finally:
+        pg_migrated_databases.drop(name)
 
 
 def _with_database(url: str, name: str) -> str:
