@@ -12,6 +12,7 @@ import anyio
 import httpx
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
+from structlog.testing import capture_logs
 
 from tests.webhooks.support import make_config
 from worker.daemon import http_client
@@ -247,5 +248,7 @@ async def test_environment_proxies_are_used_and_no_proxy_is_honoured(
 def test_the_transport_is_chosen_by_the_environment() -> None:
     assert kind_from({"CALLWATCH_HTTP_TRANSPORT": "httpx"}) == "httpx"
     assert kind_from({"CALLWATCH_HTTP_TRANSPORT": " AIOHTTP "}) == "aiohttp"
-    assert kind_from({"CALLWATCH_HTTP_TRANSPORT": "curl"}) == kind_from({})
+    with capture_logs() as logs:
+        assert kind_from({"CALLWATCH_HTTP_TRANSPORT": "curl"}) == kind_from({})
+    assert [(e["event"], e["value"]) for e in logs] == [("http.transport_unknown", "curl")]
     assert isinstance(transport.connection_pool(2, "aiohttp"), AioTransport)

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import aiohttp
 import httpx
+import structlog
 import yarl
 from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport
@@ -67,11 +68,16 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
 
 
 def kind_from(environ: Mapping[str, str]) -> Kind:
-    """``CALLWATCH_HTTP_TRANSPORT`` if set to a known kind, else the default."""
+    """``CALLWATCH_HTTP_TRANSPORT`` if set to a known kind, else the default (a value we do
+    not know is said in the log, so a typo is not mistaken for a choice)."""
     value = environ.get(ENV, "").strip().lower()
     for kind in KINDS:
         if value == kind:
             return kind
+    if value:
+        structlog.get_logger("callwatch.http").warning(
+            "http.transport_unknown", variable=ENV, value=value[:40], using=DEFAULT,
+            known=list(KINDS))
     return DEFAULT
 
 
