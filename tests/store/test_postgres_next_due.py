@@ -54,3 +54,22 @@ async def test_next_due_reads_two_indexes_not_every_call(pg_url: str) -> None:
         assert "Seq Scan" not in plan, plan
     finally:
         await store.close()
+
+
+async def test_a_connection_handed_back_mid_transaction_comes_out_clean(pg_url: str) -> None:
+    """The pool sends no reset query (``keep_session``): asyncpg still rolls back what a
+    holder left open, so the next holder is never inside someone else's transaction."""
+    store = await PostgresStore.open(parse_postgres_url(pg_url), owner="host:1:a",
+                                     lease_seconds=30.0)
+    try:
+        pool = store.db.pool
+        conn = await pool.acquire()
+        await conn.execute("BEGIN")
+        await conn.execute("CREATE TEMPORARY TABLE left_open (x int)")
+        await pool.release(conn)
+        for _ in range(pool.get_size()):  # whichever connection comes out
+            async with pool.acquire() as again:
+                assert not again.is_in_transaction()
+                assert await again.fetchval("SELECT to_regclass('left_open')") is None
+    finally:
+        await store.close()

@@ -62,6 +62,14 @@ def is_transient(exc: BaseException) -> bool:
                       | asyncpg.InternalClientError)
 
 
+async def keep_session(_conn: asyncpg.Connection) -> None:
+    """The pool's reset when a connection goes back: nothing beyond asyncpg's own rollback of
+    an open transaction. Its default also sends ``pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL``, a round trip per transaction for state the store never leaves on
+    a pooled connection: its locks are transaction-level, it sets nothing, and it listens on
+    a connection of its own. (docs/benchmarks.md, section 10e: the lean reset.)"""
+
+
 class Connections:
     """The pool and the error boundary: every driver error leaves here as a StoreError."""
 
@@ -74,7 +82,8 @@ class Connections:
         try:
             pool = await asyncpg.create_pool(where.dsn(), min_size=1, max_size=pool_size,
                                              timeout=CONNECT_TIMEOUT,
-                                             command_timeout=COMMAND_TIMEOUT)
+                                             command_timeout=COMMAND_TIMEOUT,
+                                             reset=keep_session)
         except _DRIVER_ERRORS as exc:
             reason = redact(str(exc) or type(exc).__name__, where.password)
             kind = TransientStoreError if is_transient(exc) else PermanentStoreError
