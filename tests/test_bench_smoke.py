@@ -55,7 +55,7 @@ TINY_PG = {
     "scale": ["--sizes", "300", "--rate", "100", "--seconds", "1", "--lead", "2",
               "--workers", "2"],
     "polling": ["--calls", "60", "--concurrency", "8", "--seconds", "1", "--warmup", "0.5",
-                "--rounds", "2"],
+                "--rounds", "1"],
 }
 
 
